@@ -1,0 +1,1 @@
+"""The cnnviz command line (Typer + Rich); installed as ``cnnviz.cli``."""

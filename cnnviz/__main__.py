@@ -1,0 +1,3 @@
+from cnnviz.cli.app import main
+
+main()

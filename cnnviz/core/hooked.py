@@ -1,0 +1,117 @@
+"""HookedModel: run a network to the deepest requested layer and return {layer name: activation}."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from cnnviz.core.convention import Convention
+from cnnviz.core.device import resolve_device
+from cnnviz.core.layers import LOGITS, LayerTable
+from cnnviz.core.models import ModelSpec, get_spec
+from cnnviz.core.weights import Weights, build, resolve
+
+
+class _Stop(Exception):
+    """Raised by a forward hook once every requested layer has been captured (early exit)."""
+
+
+class HookedModel:
+    """A frozen network with named layers, fed RGB images in [0, 1].
+
+    ``model(image, ["relu2_2", "relu4_3"])`` normalises the image with the model's convention, runs
+    the forward pass only as far as the deepest requested layer (a hook raises once all are
+    captured) and returns the activations. Hooks are removed in ``finally``, so a failed pass leaves
+    nothing behind. Gradients flow to ``image`` unless called under ``torch.no_grad``.
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, weights: Weights, device: torch.device) -> None:
+        self.net = net.to(device)
+        self.spec = spec
+        self.weights = weights
+        self.device = device
+        self.table: LayerTable = spec.table(self.net)
+        self._modules = dict(self.net.named_modules())
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def convention(self) -> Convention:
+        return self.weights.convention
+
+    def normalize(self, image: Tensor) -> Tensor:
+        return self.convention.normalize(image)
+
+    def __call__(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """Activations of ``layers`` for ``image`` (B, 3, H, W) in [0, 1]."""
+        return self.run(self.normalize(image), layers)
+
+    def run(self, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
+        """Activations of ``layers`` for an input already in the model's convention."""
+        wanted = {name: self.table.get(name) for name in dict.fromkeys(layers)}
+        captured: dict[str, Tensor] = {}
+        by_path: dict[str, list[str]] = {}
+        for name, layer in wanted.items():
+            if name != LOGITS:
+                by_path.setdefault(layer.path, []).append(name)
+        need_logits = LOGITS in wanted
+
+        def hook(path: str):
+            def capture(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+                for name in by_path[path]:
+                    captured[name] = output
+                if not need_logits and len(captured) == len(wanted):
+                    raise _Stop
+
+            return capture
+
+        handles = [self._modules[path].register_forward_hook(hook(path)) for path in by_path]
+        try:
+            out = self.net(x)
+            if need_logits:
+                captured[LOGITS] = out
+        except _Stop:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return {name: captured[name] for name in wanted}
+
+    def module(self, name: str) -> nn.Module:
+        """The module behind a layer name (for attribution hooks)."""
+        layer = self.table.get(name)
+        return self.net if name == LOGITS else self._modules[layer.path]
+
+
+@lru_cache(maxsize=4)
+def _load(name: str, weights: str | None, device: str, seed: int) -> HookedModel:
+    spec = get_spec(name)
+    resolved = resolve(spec, weights)
+    dev = resolve_device(device)
+    return HookedModel(build(spec, resolved, seed=seed), spec, resolved, dev)
+
+
+def load_model(name: str = "vgg16", weights: str | None = None, device: str = "auto", seed: int = 0) -> HookedModel:
+    """Load (and cache) a named model with its weights on a device; see ``weights.resolve``."""
+    return _load(name, weights, str(device), seed)
+
+
+def describe(model: HookedModel, size: int = 224) -> list[tuple[str, str, int | None, int | None]]:
+    """(name, kind, output channels, stride) of every layer, from one forward pass at ``size`` px."""
+    names = model.table.names()
+    probe = torch.zeros(1, 3, size, size, device=model.device)
+    with torch.no_grad():
+        acts = model(probe, names)
+    rows = []
+    for layer in model.table:
+        out = acts.get(layer.name)
+        spatial = isinstance(out, Tensor) and out.dim() == 4
+        channels = int(out.shape[1]) if isinstance(out, Tensor) and out.dim() >= 2 else None
+        stride = round(size / out.shape[-1]) if spatial else None
+        rows.append((layer.name, layer.kind, channels, stride))
+    return rows

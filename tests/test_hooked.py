@@ -1,0 +1,78 @@
+import copy
+
+import torch
+
+from cnnviz.core.hooked import HookedModel
+
+from cnnviz.core.layers import LOGITS
+
+
+def _count_calls(model):
+    calls = []
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: calls.append(n)) for n, m in model.net.features.named_children()]
+    return calls, handles
+
+
+def test_early_exit_runs_only_the_first_modules(vgg):
+    calls, handles = _count_calls(vgg)
+    try:
+        with torch.no_grad():
+            acts = vgg(torch.rand(1, 3, 32, 32), ["relu1_2"])
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == ["0", "1", "2", "3"]
+    assert acts["relu1_2"].shape == (1, 64, 32, 32)
+
+
+def test_hooks_are_removed_and_order_of_request_kept(vgg):
+    with torch.no_grad():
+        acts = vgg(torch.rand(1, 3, 32, 32), ["relu3_1", "conv1_1"])
+    assert list(acts) == ["relu3_1", "conv1_1"]
+    assert all(not m._forward_hooks for m in vgg.net.modules())
+
+
+def test_conv_output_not_clobbered_by_inplace_relu(vgg):
+    with torch.no_grad():
+        acts = vgg(torch.rand(1, 3, 16, 16), ["conv1_1", "relu1_1"])
+    assert acts["conv1_1"].min() < 0
+    torch.testing.assert_close(acts["relu1_1"], acts["conv1_1"].clamp(min=0))
+
+
+def test_gradients_flow_to_the_input_and_match_finite_difference(vgg):
+    vgg = HookedModel(copy.deepcopy(vgg.net).double(), vgg.spec, vgg.weights, vgg.device)
+    x = torch.rand(1, 3, 12, 12, dtype=torch.float64, requires_grad=True)
+    loss = vgg(x, ["relu2_1"])["relu2_1"].pow(2).mean()
+    (grad,) = torch.autograd.grad(loss, x)
+    assert grad.abs().sum() > 0
+    direction = torch.randn_like(x)
+    eps = 1e-6
+    with torch.no_grad():
+        plus = vgg(x + eps * direction, ["relu2_1"])["relu2_1"].pow(2).mean()
+        minus = vgg(x - eps * direction, ["relu2_1"])["relu2_1"].pow(2).mean()
+    numeric = (plus - minus) / (2 * eps)
+    analytic = (grad * direction).sum()
+    assert abs(float(numeric - analytic)) <= 1e-4 * abs(float(analytic))
+
+
+def test_batch_of_two_matches_single_images(vgg):
+    x = torch.rand(2, 3, 24, 24)
+    with torch.no_grad():
+        both = vgg(x, ["relu2_2"])["relu2_2"]
+        first = vgg(x[:1], ["relu2_2"])["relu2_2"]
+    torch.testing.assert_close(both[:1], first, rtol=1e-4, atol=1e-3)
+
+
+def test_logits_of_a_full_network():
+    from cnnviz.core.hooked import load_model
+
+    model = load_model("resnet18", weights="random", device="cpu")
+    acts = model(torch.rand(1, 3, 64, 64), ["layer1", LOGITS])
+    assert acts[LOGITS].shape == (1, 1000)
+
+
+def test_meta_device_needs_no_memory():
+    from cnnviz.core.device import resolve_device
+
+    assert resolve_device("meta").type == "meta"
+    assert resolve_device("auto").type == "cpu"
