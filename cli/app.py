@@ -13,7 +13,8 @@ from typer._click.exceptions import ClickException
 from rich.console import Console
 from rich.table import Table
 
-from cnnviz.cli.options import Device, Model, WeightsOpt
+from cnnviz.cli import invert
+from cnnviz.cli.options import Device, WeightsOpt
 from cnnviz.errors import CnnvizError
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+app.command("invert")(invert.command)
 err_console = Console(stderr=True)
 
 

@@ -28,6 +28,7 @@ class Record:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    error: str | None = None
     cnnviz_version: str = __version__
 
     def to_json(self) -> str:

@@ -1,0 +1,45 @@
+"""Render the loop's per-evaluation ``Step`` records as a Rich progress bar (the core never prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pathlib import Path
+
+from cnnviz.core.images import save_png
+from cnnviz.optimize import Step
+
+
+@contextmanager
+def progress(
+    label: str, quiet: bool, checkpoint: Path | None = None, every: int = 0
+) -> Iterator[Callable[[Step], None] | None]:
+    """A callback that shows iteration, loss terms and speed, and saves the latest image to
+    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do."""
+
+    def save(step: Step) -> None:
+        if checkpoint is not None and every > 0 and step.evaluation % every == 0:
+            save_png(step.image, checkpoint)
+
+    if quiet:
+        yield save if every > 0 else None
+        return
+    bar = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+    )
+    task = bar.add_task(label, total=None, info="")
+
+    def update(step: Step) -> None:
+        save(step)
+        terms = " ".join(f"{k} {v:.3g}" for k, v in step.losses.items())
+        rate = step.evaluation / step.seconds if step.seconds > 0 else 0.0
+        bar.update(task, total=step.total, completed=min(step.iteration, step.total),
+                   info=f"{step.scale}px {terms} | {rate:.1f} eval/s")
+
+    with bar:
+        yield update

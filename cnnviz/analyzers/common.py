@@ -1,0 +1,89 @@
+"""What every optimizing analyzer shares: its output (image + record), initial images, saving."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cnnviz.core.hooked import HookedModel
+from cnnviz.core.images import load_image, resize, save_png
+from cnnviz.core.records import Record, write_sidecar
+from cnnviz.errors import CnnvizError
+from cnnviz.optimize import Result, Settings
+
+INITS = ("noise", "content", "zeros")
+
+
+@dataclass
+class Output:
+    """An analyzer's image (1, 3, H, W) in [0, 1] and the record its sidecar holds."""
+
+    image: Tensor
+    record: Record
+
+    def save(self, path: str | Path) -> Path:
+        """Write the PNG and its JSON sidecar (both atomically); returns the PNG path."""
+        png = save_png(self.image, Path(path).with_suffix(".png"))
+        write_sidecar(png, self.record)
+        return png
+
+
+def noise(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:
+    """Seeded uniform noise around mid-grey (the usual start of inversion and texture synthesis)."""
+    generator = torch.Generator().manual_seed(seed)
+    return (0.5 + 0.2 * (torch.rand(shape, generator=generator) - 0.5) * 2).to(device)
+
+
+def initial_image(kind: str, reference: Tensor, model: HookedModel, seed: int) -> Tensor:
+    """The starting image shaped like ``reference``: ``noise``, ``content`` (the reference itself),
+    ``zeros`` (the model's zero input, i.e. the dataset mean), or a path to an image file."""
+    if kind == "noise":
+        return noise(tuple(reference.shape), seed, reference.device)
+    if kind == "content":
+        return reference.clone()
+    if kind == "zeros":
+        return zero_image(model, reference.shape)
+    return resize(load_image(kind, device=reference.device), tuple(reference.shape[-2:]))
+
+
+def zero_image(model: HookedModel, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """The model's zero input as an RGB image in [0, 1] (its mean colour)."""
+    zeros = torch.zeros(1, 3, 1, 1, device=model.device)
+    return model.convention.denormalize(zeros).clamp(0, 1).expand(shape).clone()
+
+
+def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[str, Any], settings: Settings, result: Result) -> Record:
+    """The sidecar record of one optimization run."""
+    return Record(
+        analyzer=analyzer,
+        model=model.name,
+        weights=model.weights.id,
+        weights_sha256=model.weights.sha256,
+        layers=layers,
+        params={
+            **params,
+            "optimizer": settings.optimizer,
+            "iters": settings.iters,
+            "lr": settings.lr,
+            "scales": list(settings.scales),
+            "jitter": settings.jitter,
+            "regularizers": [repr(r) for r in settings.regularizers],
+            "device": str(model.device),
+        },
+        seed=settings.seed,
+        iterations=result.iterations,
+        losses=result.losses,
+        history=result.history,
+        seconds=round(result.seconds, 3),
+        interrupted=result.interrupted,
+        error=result.error,
+    )
+
+
+def check_positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise CnnvizError(f"{name} must be positive, got {value}")

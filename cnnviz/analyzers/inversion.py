@@ -1,0 +1,59 @@
+"""Feature inversion (Mahendran & Vedaldi 2015): x* = argmin ‖Φ(x) − Φ0‖²/‖Φ0‖² + λ_TV R_TV^β(x) + λ_α ‖x‖_α^α."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+from cnnviz.analyzers.common import Output, initial_image, record
+from cnnviz.core.hooked import HookedModel
+from cnnviz.core.images import load_image, resize
+from cnnviz.objectives import Objective, Term, alpha_norm, feature_loss, targets, tv_loss
+from cnnviz.optimize import Settings, Step, optimize
+
+DEFAULT_TV_WEIGHT = 0.5
+
+
+def relative_error(model: HookedModel, image: Tensor, reference: Tensor, layer: str) -> float:
+    """‖Φ(x) − Φ0‖ / ‖Φ0‖ at one layer: how well ``image`` reproduces the reference's features."""
+    phi = targets(model, image, [layer])[layer]
+    phi0 = targets(model, reference, [layer])[layer]
+    return float((phi - phi0).norm() / phi0.norm())
+
+
+def invert(
+    model: HookedModel,
+    image: str | Tensor = "astronaut",
+    layer: str = "relu4_3",
+    *,
+    size: int = 256,
+    tv_weight: float = DEFAULT_TV_WEIGHT,
+    tv_beta: float = 2.0,
+    alpha_weight: float = 0.0,
+    alpha: float = 6.0,
+    init: str = "noise",
+    settings: Settings | None = None,
+    callback: Callable[[Step], None] | None = None,
+) -> Output:
+    """Reconstruct ``image`` from its features at ``layer``; returns the image and its record."""
+    settings = settings or Settings()
+    model.table.get(layer)
+    reference = load_image(image, size, model.device) if isinstance(image, str) else resize(image.to(model.device), size)
+
+    def problem(shape: tuple[int, int]) -> Objective:
+        phi0 = targets(model, resize(reference, shape), [layer])[layer]
+        return Objective(model, [
+            Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0)),
+            Term("tv", tv_weight, (), lambda acts, x: tv_loss(x, tv_beta)),
+            Term("alpha", alpha_weight, (), lambda acts, x: alpha_norm(model.normalize(x) / model.convention.scale, alpha)),
+        ])
+
+    start = initial_image(init, reference, model, settings.seed)
+    result = optimize(problem, start, settings, callback)
+    params = {
+        "image": image if isinstance(image, str) else "tensor", "size": size, "tv_weight": tv_weight,
+        "tv_beta": tv_beta, "alpha_weight": alpha_weight, "alpha": alpha, "init": init,
+        "relative_error": relative_error(model, result.image, reference, layer),
+    }
+    return Output(result.image, record("invert", model, [layer], params, settings, result))

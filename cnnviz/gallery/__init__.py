@@ -1,0 +1,1 @@
+"""Comparable grids (one grid module) and the static HTML gallery."""

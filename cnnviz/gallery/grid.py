@@ -1,0 +1,94 @@
+"""The one grid module: every figure has the same cell size, caption style and axis meaning.
+
+Captions come from run records (the sidecars), so a grid says how each cell was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from cnnviz.core.images import atomic_write  # noqa: E402
+
+CELL_INCHES = 2.2
+DPI = 120
+
+
+@dataclass
+class Cell:
+    """One picture of a grid: an image tensor (1, 3, H, W) in [0, 1] or an (H, W[, 3]) array, and a caption."""
+
+    image: Tensor | np.ndarray
+    caption: str = ""
+
+
+def caption(record: dict[str, Any] | Any) -> str:
+    """A short caption from a record: the figures that matter for its analyzer."""
+    r = record if isinstance(record, dict) else vars(record)
+    params, losses = r.get("params", {}), r.get("losses", {})
+    parts: list[str] = []
+    if "relative_error" in params:
+        parts.append(f"err {params['relative_error']:.2f}")
+    if "style" in losses:
+        parts.append(f"style {losses['style']:.2g}")
+    if "content" in losses:
+        parts.append(f"content {losses['content']:.2g}")
+    if r.get("iterations"):
+        parts.append(f"{r['iterations']} it")
+    if r.get("interrupted"):
+        parts.append("interrupted")
+    return " · ".join(parts)
+
+
+def _array(image: Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(image, Tensor):
+        return image.detach()[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return image
+
+
+def draw_grid(
+    rows: Sequence[Sequence[Cell | None]],
+    path: str | Path,
+    col_titles: Sequence[str] = (),
+    row_titles: Sequence[str] = (),
+    title: str = "",
+) -> Path:
+    """Draw rows of cells into one PNG (atomically): column titles on top, row titles on the left."""
+    n_rows, n_cols = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(CELL_INCHES * n_cols, (CELL_INCHES + 0.3) * n_rows + (0.4 if title else 0)),
+        squeeze=False,
+    )
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            cell = row[j] if j < len(row) else None
+            if cell is None:
+                continue
+            array = _array(cell.image)
+            ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1, interpolation="lanczos")
+            ax.set_xlabel(cell.caption, fontsize=8)
+            if i == 0 and j < len(col_titles):
+                ax.set_title(col_titles[j], fontsize=10)
+            if j == 0 and i < len(row_titles):
+                ax.set_ylabel(row_titles[i], fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    try:
+        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,262 @@
+"""The one optimization loop shared by ascent, inversion, texture synthesis and style transfer.
+
+The image is optimised as RGB pixels in [0, 1] (the model's normalisation is part of the forward
+pass) and kept in range by projection: after every Adam step, and after every chunk of L-BFGS
+iterations (never inside the L-BFGS closure, whose line search needs one fixed function).
+Each function evaluation is reported to a callback as a ``Step``; SIGINT/SIGTERM stop the run
+and return the latest image marked interrupted; a NaN/inf loss stops it, keeping the last finite one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import Tensor
+
+from cnnviz.core.images import fit_size, resize
+from cnnviz.errors import CnnvizError
+from cnnviz.objectives import Objective
+
+OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+LBFGS_CHUNK = 10
+
+
+@dataclass(frozen=True)
+class Blur:
+    """Gaussian blur every ``every`` steps (Yosinski et al. 2015)."""
+
+    sigma: float = 0.5
+    every: int = 4
+
+    def __call__(self, image: Tensor, grad: Tensor | None, zero: Tensor, step: int) -> Tensor:
+        if self.sigma <= 0 or step % self.every:
+            return image
+        radius = max(1, math.ceil(3 * self.sigma))
+        return TF.gaussian_blur(image, [2 * radius + 1] * 2, [self.sigma] * 2)
+
+
+@dataclass(frozen=True)
+class Decay:
+    """L2 decay towards the model's zero input: x ← zero + (1 − θ)(x − zero) (Yosinski et al. 2015)."""
+
+    theta: float = 0.01
+
+    def __call__(self, image: Tensor, grad: Tensor | None, zero: Tensor, step: int) -> Tensor:
+        return zero + (1 - self.theta) * (image - zero)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Set to the model's zero input the pixels with the smallest norm or contribution (Yosinski et al. 2015).
+
+    ``norm_pct``: pixels whose norm (distance from zero) is below this percentile;
+    ``contribution_pct``: pixels whose |Σ_c x·∂L/∂x| is below this percentile.
+    """
+
+    norm_pct: float = 10.0
+    contribution_pct: float = 10.0
+
+    def __call__(self, image: Tensor, grad: Tensor | None, zero: Tensor, step: int) -> Tensor:
+        centred = image - zero
+        keep = torch.ones_like(image[:, :1], dtype=torch.bool)
+        if self.norm_pct > 0:
+            norm = centred.norm(dim=1, keepdim=True)
+            keep &= norm >= torch.quantile(norm.flatten(), self.norm_pct / 100)
+        if self.contribution_pct > 0 and grad is not None:
+            contribution = (centred * grad).sum(dim=1, keepdim=True).abs()
+            keep &= contribution >= torch.quantile(contribution.flatten(), self.contribution_pct / 100)
+        return torch.where(keep, image, zero.expand_as(image))
+
+
+Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
+
+
+@dataclass
+class Settings:
+    """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers."""
+
+    optimizer: str = "lbfgs"
+    iters: int = 200
+    lr: float | None = None
+    scales: Sequence[int] = ()
+    seed: int = 0
+    jitter: int = 0
+    regularizers: Sequence[Regularizer] = ()
+
+    def check(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise CnnvizError(f"unknown optimizer '{self.optimizer}' (choices: {', '.join(OPTIMIZERS)})")
+        if self.iters < 1:
+            raise CnnvizError(f"--iters must be at least 1, got {self.iters}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
+        if any(s < 16 for s in self.scales):
+            raise CnnvizError(f"every scale must be at least 16 px, got {list(self.scales)}")
+        if self.jitter < 0:
+            raise CnnvizError(f"--jitter must be >= 0, got {self.jitter}")
+        if self.optimizer == "lbfgs" and (self.jitter or self.regularizers):
+            raise CnnvizError("jitter, blur, clip and decay need --optimizer adam (L-BFGS needs a fixed objective)")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One function evaluation, as reported to the progress callback."""
+
+    evaluation: int
+    iteration: int
+    total: int
+    scale: int
+    losses: dict[str, float]
+    loss: float
+    seconds: float
+    image: Tensor
+
+
+@dataclass
+class Result:
+    """The optimised image and how the run went."""
+
+    image: Tensor
+    iterations: int
+    losses: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+    error: str | None = None
+
+
+class _Abort(Exception):
+    """Raised inside a closure to leave the optimizer at once (signal or non-finite loss)."""
+
+
+@contextmanager
+def _stop_on_signals(flag: threading.Event):
+    """SIGINT/SIGTERM set ``flag`` instead of killing the process (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda *_: flag.set())
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _sizes(final: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int]]:
+    sizes = [fit_size(final, s) for s in sorted(scales) if s < max(final)]
+    return [*sizes, final]
+
+
+def optimize(
+    problem: Callable[[tuple[int, int]], Objective],
+    init: Tensor,
+    settings: Settings,
+    callback: Callable[[Step], None] | None = None,
+    zero: Tensor | None = None,
+) -> Result:
+    """Minimise ``problem(size)(image)`` over the image, coarse to fine.
+
+    ``problem`` builds the objective for an image size (H, W), so targets can be recomputed per
+    scale; ``init`` (1, 3, H, W) in [0, 1] sets the final size. ``zero`` is the model's zero input
+    as an image (the regularizers' reference point; black if not given).
+    """
+    settings.check()
+    torch.manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)
+    zero = torch.zeros_like(init[:, :, :1, :1]) if zero is None else zero
+    stop = threading.Event()
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    sizes = _sizes(tuple(init.shape[-2:]), settings.scales)
+    image = resize(init, sizes[0]).detach().clone()
+    latest: dict = {"image": image.clone(), "losses": {}, "iteration": 0}
+    error = None
+    evaluations = 0
+    base = 0
+
+    with _stop_on_signals(stop):
+        for scale_index, size in enumerate(sizes):
+            if scale_index:
+                image = resize(latest["image"], size).detach().clone()
+            objective = problem(size)
+            param = image.requires_grad_(True)
+            lr = settings.lr if settings.lr is not None else DEFAULT_LR[settings.optimizer]
+            if settings.optimizer == "adam":
+                optimizer = torch.optim.Adam([param], lr=lr)
+            else:
+                optimizer = torch.optim.LBFGS(
+                    [param], lr=lr, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
+                    tolerance_grad=0.0, tolerance_change=0.0,
+                )
+
+            def closure() -> Tensor:
+                nonlocal evaluations
+                if stop.is_set():
+                    raise _Abort
+                optimizer.zero_grad(set_to_none=True)
+                shifted = param
+                if settings.jitter:
+                    dy, dx = torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator).tolist()
+                    shifted = torch.roll(param, shifts=(dy, dx), dims=(-2, -1))
+                terms = objective(shifted)
+                loss = sum(terms.values())
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                total = float(loss.detach())
+                if not math.isfinite(total):
+                    raise _Abort(f"the loss became {total} at iteration {latest['iteration'] + 1}")
+                loss.backward()
+                evaluations += 1
+                iteration = base + (_lbfgs_iterations(optimizer) if settings.optimizer == "lbfgs" else done + 1)
+                latest.update(image=param.detach().clone(), losses=values, iteration=iteration)
+                record = {"evaluation": evaluations, "iteration": iteration, "scale": max(size), "loss": total, **values}
+                history.append(record)
+                if callback:
+                    callback(Step(evaluations, iteration, settings.iters, max(size), values, total,
+                                  time.perf_counter() - start, latest["image"]))
+                return loss
+
+            done = 0
+            base = latest["iteration"]
+            try:
+                while done < settings.iters:
+                    if settings.optimizer == "lbfgs":
+                        optimizer.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, settings.iters - done)
+                        optimizer.step(closure)
+                        done = optimizer.state[param]["n_iter"]
+                    else:
+                        optimizer.step(closure)
+                        done += 1
+                    with torch.no_grad():
+                        for regularizer in settings.regularizers:
+                            param.copy_(regularizer(param, param.grad, zero, done))
+                        param.clamp_(0, 1)
+                    latest["image"] = param.detach().clone()
+                    if stop.is_set():
+                        raise _Abort
+            except _Abort as abort:
+                error = str(abort) or None
+                break
+            finally:
+                param.requires_grad_(False)
+    return Result(
+        image=resize(latest["image"].clamp(0, 1), tuple(init.shape[-2:])), iterations=latest["iteration"], losses=latest["losses"], history=history,
+        seconds=time.perf_counter() - start, interrupted=stop.is_set(), error=error,
+    )
+
+
+def _lbfgs_iterations(optimizer: torch.optim.Optimizer) -> int:
+    """The iteration L-BFGS is in at this scale (it counts its own)."""
+    state = next(iter(optimizer.state.values()), {})
+    return max(1, int(state.get("n_iter", 0)))

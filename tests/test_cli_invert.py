@@ -1,0 +1,64 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from PIL import Image
+
+from conftest import run_cli
+from cnnviz.gallery.grid import CELL_INCHES, DPI
+
+SIDECAR_FIELDS = {"analyzer", "model", "weights", "weights_sha256", "layers", "params", "seed", "iterations",
+                  "losses", "seconds", "interrupted", "cnnviz_version"}
+
+
+def test_invert_writes_png_and_sidecar(tmp_path):
+    result = run_cli("invert", "coffee", "--layer", "relu2_1", "--size", "48", "--iters", "5", "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    png = tmp_path / "invert_coffee_relu2_1.png"
+    assert Image.open(png).size == (48, 32)
+    record = json.loads(png.with_suffix(".json").read_text())
+    assert SIDECAR_FIELDS <= set(record)
+    assert record["analyzer"] == "invert" and record["layers"] == ["relu2_1"]
+    assert record["interrupted"] is False and record["iterations"] >= 5
+    assert record["params"]["tv_weight"] > 0 and 0 < record["params"]["relative_error"] < 1
+    assert record["losses"]["feature"] < record["history"][0]["feature"]
+
+
+def test_invert_layers_writes_one_grid_cell_per_layer(tmp_path):
+    result = run_cli("invert", "--layers", "relu1_1,relu3_1,relu5_1", "--size", "32", "--iters", "2",
+                     "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    for layer in ("relu1_1", "relu3_1", "relu5_1"):
+        assert (tmp_path / f"invert_astronaut_{layer}.json").is_file()
+    width, _ = Image.open(tmp_path / "invert_astronaut_grid.png").size
+    assert width == round(3 * CELL_INCHES * DPI)
+
+
+def test_invert_bad_input_fails_cleanly(tmp_path):
+    for args in (("--layer", "relu9_9"), ("--iters", "0"), ("--optimizer", "sgd"), ("--scales", "a,b")):
+        result = run_cli("invert", "--size", "32", "--out", str(tmp_path), *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigint_saves_the_latest_image_marked_interrupted(tmp_path):
+    png = tmp_path / "invert_astronaut_relu3_1.png"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cnnviz", "invert", "--layer", "relu3_1", "--size", "64", "--iters", "100000",
+         "--optimizer", "adam", "--save-every", "1", "--out", str(tmp_path), "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while not png.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert png.exists(), "the run never started"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    record = json.loads(png.with_suffix(".json").read_text())
+    assert record["interrupted"] is True and 0 < record["iterations"] < 100000
+    assert "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, png.with_suffix(".json").name])

@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+
+from cnnviz.analyzers.inversion import invert
+from cnnviz.core.images import resize
+from cnnviz.objectives import Objective, Term, feature_loss, targets, tv_loss
+from cnnviz.optimize import Blur, Clip, Decay, Settings, optimize
+from cnnviz.errors import CnnvizError
+
+
+def _inversion_problem(vgg, reference, layer="relu1_2"):
+    def problem(shape):
+        phi0 = targets(vgg, resize(reference, shape), [layer])[layer]
+        return Objective(vgg, [Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0))])
+
+    return problem
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_lbfgs_moves_the_image_and_the_loss_falls_at_two_sizes(vgg, size):
+    reference = torch.rand(1, 3, size, size)
+    init = torch.full_like(reference, 0.5) + 0.1 * torch.randn_like(reference)
+    init = init.clamp(0, 1)
+    result = optimize(_inversion_problem(vgg, reference), init, Settings(optimizer="lbfgs", iters=10))
+    first, last = result.history[0]["feature"], result.losses["feature"]
+    assert (result.image - init).abs().mean() > 1e-2
+    assert last < first / 10, (first, last)
+    assert 0 <= result.image.min() and result.image.max() <= 1
+
+
+def test_adam_moves_the_image_and_the_loss_falls(vgg):
+    reference = torch.rand(1, 3, 48, 48)
+    init = torch.full_like(reference, 0.5)
+    result = optimize(_inversion_problem(vgg, reference), init, Settings(optimizer="adam", iters=30, lr=0.02))
+    assert result.losses["feature"] < result.history[0]["feature"] / 2
+    assert result.iterations == 30
+
+
+def test_tv_beta_matches_hand_computation():
+    x = torch.tensor([[[[0.0, 1.0, 3.0], [2.0, 4.0, 4.0], [2.0, 0.0, 1.0]]]])
+    # pixels (0,0),(0,1),(1,0),(1,1): (dx, dy) = (1,2), (2,3), (2,0), (0,-4)
+    squares = torch.tensor([1 + 4, 4 + 9, 4 + 0, 0 + 16], dtype=torch.float32)
+    assert math.isclose(float(tv_loss(x, 2.0)), float(squares.mean()), rel_tol=1e-6)
+    assert math.isclose(float(tv_loss(x, 1.0)), float(squares.sqrt().mean()), rel_tol=1e-3)
+
+
+def test_nan_loss_stops_with_an_error_and_keeps_the_last_finite_image(vgg):
+    calls = {"n": 0}
+
+    def problem(shape):
+        def bad(acts, x):
+            calls["n"] += 1
+            return (x - 0.2).pow(2).mean() * (float("nan") if calls["n"] > 3 else 1.0)
+
+        return Objective(vgg, [Term("bad", 1.0, (), bad)])
+
+    init = torch.full((1, 3, 16, 16), 0.9)
+    result = optimize(problem, init, Settings(optimizer="adam", iters=50, lr=0.05))
+    assert result.error and "nan" in result.error
+    assert torch.isfinite(result.image).all()
+    assert (result.image - init).abs().max() > 0
+    assert len(result.history) == 3
+
+
+def test_multi_scale_ends_at_the_final_size(vgg):
+    reference = torch.rand(1, 3, 64, 48)
+    result = optimize(_inversion_problem(vgg, reference.clone()), reference.clone() * 0 + 0.5,
+                      Settings(optimizer="lbfgs", iters=3, scales=(32,)))
+    assert result.image.shape == (1, 3, 64, 48)
+    assert {h["scale"] for h in result.history} == {32, 64}
+
+
+def test_seed_makes_runs_deterministic(vgg):
+    a = invert(vgg, "astronaut", "relu1_2", size=32, settings=Settings(iters=3, seed=5))
+    b = invert(vgg, "astronaut", "relu1_2", size=32, settings=Settings(iters=3, seed=5))
+    c = invert(vgg, "astronaut", "relu1_2", size=32, settings=Settings(iters=3, seed=6))
+    torch.testing.assert_close(a.image, b.image)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_per_step_regularizers():
+    zero = torch.full((1, 3, 1, 1), 0.5)
+    x = torch.rand(1, 3, 8, 8)
+    decayed = Decay(0.5)(x, None, zero, 1)
+    torch.testing.assert_close(decayed - zero, 0.5 * (x - zero))
+    clipped = Clip(norm_pct=50, contribution_pct=0)(x, None, zero, 1)
+    assert ((clipped == zero).all(dim=1)).float().mean() == pytest.approx(0.5, abs=0.02)
+    blurred = Blur(sigma=1.0, every=2)(x, None, zero, 2)
+    assert blurred.std() < x.std()
+    torch.testing.assert_close(Blur(sigma=1.0, every=2)(x, None, zero, 3), x)
+
+
+def test_bad_settings_are_user_errors():
+    for bad in (Settings(optimizer="sgd"), Settings(iters=0), Settings(lr=-1.0), Settings(jitter=2)):
+        with pytest.raises(CnnvizError):
+            bad.check()
