@@ -13,7 +13,7 @@ from typer._click.exceptions import ClickException
 from rich.console import Console
 from rich.table import Table
 
-from cnnviz.cli import invert
+from cnnviz.cli import invert, texture, transfer
 from cnnviz.cli.options import Device, WeightsOpt
 from cnnviz.errors import CnnvizError
 
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 console = Console()
 app.command("invert")(invert.command)
+app.command("texture")(texture.command)
+app.command("transfer")(transfer.command)
 err_console = Console(stderr=True)
 
 

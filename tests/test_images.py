@@ -81,6 +81,7 @@ def test_save_png_is_atomic_and_roundtrips(tmp_path):
     x = torch.rand(1, 3, 9, 11)
     path = save_png(x, tmp_path / "sub" / "out.png")
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.png"]
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by others, as a normal file
     torch.testing.assert_close(load_image(path), x, atol=0.5 / 255 + 1e-6, rtol=0)
 
 

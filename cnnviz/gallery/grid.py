@@ -38,6 +38,8 @@ def caption(record: dict[str, Any] | Any) -> str:
     parts: list[str] = []
     if "relative_error" in params:
         parts.append(f"err {params['relative_error']:.2f}")
+    if "gram" in losses:
+        parts.append(f"gram {losses['gram']:.2g}")
     if "style" in losses:
         parts.append(f"style {losses['style']:.2g}")
     if "content" in losses:
