@@ -49,9 +49,9 @@ def command(
         path = out / f"invert_{stem}_{name}.png"
         with progress(f"invert {name}", quiet, path, save_every) as callback:
             output = invert(hooked, image, name, callback=callback, **kwargs)
-        common.save(output, path)
-        cells.append(Cell(output.image, caption(output.record)))
+        png = common.save(output, path)
+        cells.append(Cell(output.image, caption(output.record), png))
     if layers:
         grid = draw_grid([cells], out / f"invert_{stem}_grid.png", col_titles=names, row_titles=[stem],
-                         title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px")
+                         analyzer="invert", title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px")
         common.console.print(f"wrote {grid}", highlight=False)

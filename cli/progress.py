@@ -19,7 +19,8 @@ def progress(
     label: str, quiet: bool, checkpoint: Path | None = None, every: int = 0
 ) -> Iterator[Callable[[Step], None] | None]:
     """A callback that shows iteration, loss terms and speed, and saves the latest image to
-    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do."""
+    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do.
+    The bar appears at the first step, so errors found before the run stay on one line."""
 
     def save(step: Step) -> None:
         if checkpoint is not None and every > 0 and step.evaluation % every == 0:
@@ -35,11 +36,16 @@ def progress(
     task = bar.add_task(label, total=None, info="")
 
     def update(step: Step) -> None:
+        if not bar.live.is_started:
+            bar.start()
         save(step)
         terms = " ".join(f"{k} {v:.3g}" for k, v in step.losses.items())
         rate = step.evaluation / step.seconds if step.seconds > 0 else 0.0
         bar.update(task, total=step.total, completed=min(step.iteration, step.total),
                    info=f"{step.scale}px {terms} | {rate:.1f} eval/s")
 
-    with bar:
+    try:
         yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()

@@ -57,10 +57,10 @@ def command(
             with progress(f"texture {stem}{suffix}", quiet, path, save_every) as callback:
                 output = texture(hooked, source, layers=set_layers, layer_weights=weights_list, size=size,
                                  source_size=source_size, init=init, settings=settings, callback=callback)
-            common.save(output, path)
-            row.append(Cell(output.image, caption(output.record)))
+            png = common.save(output, path)
+            row.append(Cell(output.image, caption(output.record), png))
         rows.append(row)
     if layer_sets:
         grid = draw_grid(rows, out / "texture_grid.png", col_titles=["source", *(f"up to {k}" for k in sets)],
-                         row_titles=stems, title=f"Texture synthesis, {hooked.name} ({hooked.weights.id}), {size}px")
+                         row_titles=stems, analyzer="texture", title=f"Texture synthesis, {hooked.name} ({hooked.weights.id}), {size}px")
         common.console.print(f"wrote {grid}", highlight=False)

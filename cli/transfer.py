@@ -84,10 +84,10 @@ def command(
         path = out / f"transfer_{stem}{suffix}.png"
         with progress(f"transfer {title}".strip(), quiet, path, save_every) as callback:
             output = transfer(hooked, content, styles, callback=callback, **{**kwargs, **overrides})
-        common.save(output, path)
-        row.append(Cell(output.image, caption(output.record)))
+        png = common.save(output, path)
+        row.append(Cell(output.image, caption(output.record), png))
     if sweep:
         titles = ["content", "style", *(t for t, _ in cells)]
         grid = draw_grid([row], out / f"transfer_{stem}_{sweep}.png", col_titles=titles, row_titles=[sweep],
-                         title=f"Style transfer, {hooked.name} ({hooked.weights.id}), {size}px")
+                         analyzer="transfer", title=f"Style transfer, {hooked.name} ({hooked.weights.id}), {size}px")
         common.console.print(f"wrote {grid}", highlight=False)

@@ -28,6 +28,11 @@ def _image(source: str | Tensor, size: int, model: HookedModel) -> Tensor:
     return load_image(source, size, model.device) if isinstance(source, str) else resize(source.to(model.device), size)
 
 
+def check_preserve_color(preserve_color: str | None) -> None:
+    if preserve_color not in (None, *PRESERVE):
+        raise CnnvizError(f"unknown --preserve-color '{preserve_color}' (choices: {', '.join(PRESERVE)})")
+
+
 def content_term(weight: float, reference: Tensor, model: HookedModel, layers: Sequence[str]) -> Term:
     """α · mean over layers of ½Σ(F − P)² / ½ΣP², with P from ``reference`` (computed once)."""
     p = targets(model, reference, layers)
@@ -61,8 +66,7 @@ def transfer(
     settings = settings or Settings()
     if not styles:
         raise CnnvizError("style transfer needs at least one style image")
-    if preserve_color not in (None, *PRESERVE):
-        raise CnnvizError(f"unknown --preserve-color '{preserve_color}' (choices: {', '.join(PRESERVE)})")
+    check_preserve_color(preserve_color)
     content_layers = [model.table.get(n).name for n in content_layers]
     style_layers = [model.table.get(n).name for n in style_layers]
     blend = blend_weights(style_blend, len(styles))

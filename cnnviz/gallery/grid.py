@@ -5,6 +5,7 @@ Captions come from run records (the sidecars), so a grid says how each cell was 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,12 @@ DPI = 120
 
 @dataclass
 class Cell:
-    """One picture of a grid: an image tensor (1, 3, H, W) in [0, 1] or an (H, W[, 3]) array, and a caption."""
+    """One picture of a grid: an image tensor (1, 3, H, W) in [0, 1] or an (H, W[, 3]) array, a caption,
+    and the file it was saved to (linked from the gallery; its sidecar holds the full record)."""
 
     image: Tensor | np.ndarray
     caption: str = ""
+    path: Path | None = None
 
 
 def caption(record: dict[str, Any] | Any) -> str:
@@ -63,8 +66,12 @@ def draw_grid(
     col_titles: Sequence[str] = (),
     row_titles: Sequence[str] = (),
     title: str = "",
+    analyzer: str = "",
 ) -> Path:
-    """Draw rows of cells into one PNG (atomically): column titles on top, row titles on the left."""
+    """Draw rows of cells into one PNG (atomically): column titles on top, row titles on the left.
+
+    A JSON sidecar beside it names the analyzer, the titles and each cell's file, for the gallery.
+    """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(CELL_INCHES * n_cols, (CELL_INCHES + 0.3) * n_rows + (0.4 if title else 0)),
@@ -91,6 +98,14 @@ def draw_grid(
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     try:
-        return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+        png = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         plt.close(fig)
+    sidecar = {
+        "kind": "grid", "analyzer": analyzer, "title": title, "col_titles": list(col_titles),
+        "row_titles": list(row_titles),
+        "cells": [[c.path.name if c is not None and c.path is not None else None for c in row] for row in rows],
+    }
+    text = json.dumps(sidecar, indent=2)
+    atomic_write(png.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
+    return png

@@ -1,0 +1,101 @@
+"""The static HTML gallery: one page, sections per analyzer, built from the grids' and cells' sidecars.
+
+It opens from the file system (relative links, inline CSS, no scripts) and adds a loss-curve plot
+(matplotlib) per grid from the cells' recorded histories.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cnnviz import __version__  # noqa: E402
+from cnnviz.core.images import atomic_write  # noqa: E402
+
+SECTIONS = {
+    "saliency": "Saliency: backprop, deconvnet, guided backprop",
+    "ascent": "Gradient ascent",
+    "invert": "Feature inversion",
+    "texture": "Texture synthesis",
+    "transfer": "Style transfer",
+}
+
+
+@dataclass
+class Figure:
+    """One grid on the page, with links to its cells and their sidecars."""
+
+    image: str
+    title: str
+    cells: list[dict[str, str]] = field(default_factory=list)
+    loss_plot: str | None = None
+
+
+def _loss_plot(grid: Path, cells: list[tuple[str, Path]]) -> str | None:
+    """Plot each cell's total loss per evaluation (log scale); None when no cell has a history."""
+    curves = []
+    for label, png in cells:
+        sidecar = png.with_suffix(".json")
+        if sidecar.is_file():
+            history = json.loads(sidecar.read_text()).get("history") or []
+            losses = [h["loss"] for h in history if isinstance(h.get("loss"), (int, float))]
+            if len(losses) > 1:
+                curves.append((label, losses))
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    for label, losses in curves:
+        ax.plot(range(1, len(losses) + 1), [abs(v) for v in losses], label=label, linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel("|loss|")
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    out = grid.with_name(grid.stem + "_loss.png")
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+    return out.name
+
+
+def _figures(folder: Path) -> dict[str, list[Figure]]:
+    figures: dict[str, list[Figure]] = {key: [] for key in SECTIONS}
+    for sidecar in sorted(folder.glob("*.json")):
+        data = json.loads(sidecar.read_text())
+        if data.get("kind") != "grid" or data.get("analyzer") not in SECTIONS:
+            continue
+        png = sidecar.with_suffix(".png")
+        cols = data.get("col_titles") or []
+        cells: list[tuple[str, Path]] = []
+        for row_index, row in enumerate(data.get("cells", [])):
+            rows = data.get("row_titles") or []
+            for col_index, name in enumerate(row):
+                if name:
+                    label = " / ".join(
+                        t for t in (rows[row_index] if row_index < len(rows) else "", cols[col_index] if col_index < len(cols) else "") if t
+                    )
+                    cells.append((label or name, folder / name))
+        figures[data["analyzer"]].append(Figure(
+            image=png.name, title=data.get("title", ""),
+            cells=[{"label": label, "image": p.name, "sidecar": p.with_suffix(".json").name} for label, p in cells],
+            loss_plot=_loss_plot(png, cells),
+        ))
+    return figures
+
+
+def build_site(folder: str | Path) -> Path:
+    """Write ``index.html`` for the grids in ``folder``; returns its path."""
+    folder = Path(folder)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cnnviz.gallery", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
+    )
+    html = env.get_template("index.html.j2").render(sections=SECTIONS, figures=_figures(folder), version=__version__)
+    return atomic_write(folder / "index.html", lambda tmp: tmp.write_text(html))

@@ -1,0 +1,114 @@
+import json
+import math
+
+import pytest
+import torch
+
+from cnnviz.analyzers.style import gram_targets, style_term
+from cnnviz.analyzers.texture import texture
+from cnnviz.analyzers.transfer import transfer
+from cnnviz.color import match_color_histogram, rgb_to_yiq
+from cnnviz.core.images import load_image
+from cnnviz.errors import CnnvizError
+from cnnviz.objectives import content_loss, gram, style_layer_loss, targets
+from cnnviz.optimize import Settings
+from conftest import run_cli
+
+
+def test_gram_and_e_l_match_hand_computation():
+    f = torch.tensor([[[[1.0, 2.0], [0.0, 1.0]], [[3.0, 0.0], [1.0, 1.0]]]])  # N = 2 channels, M = 4
+    g_raw = gram(f, normalize=False)[0]
+    assert g_raw.tolist() == [[6.0, 4.0], [4.0, 11.0]]
+    target = torch.tensor([[5.0, 1.0], [2.0, 7.0]])
+    n, m = 2, 4
+    paper = ((g_raw - target) ** 2).sum() / (4 * n**2 * m**2)
+    ours = style_layer_loss(gram(f), (target / m).unsqueeze(0))
+    assert math.isclose(float(ours), float(paper), rel_tol=1e-6)
+    assert math.isclose(float(content_loss(f, torch.zeros_like(f))), 0.5 * float((f**2).sum()))
+
+
+def test_texture_lowers_the_gram_loss_and_is_no_copy(vgg):
+    source = load_image("brick", 64)
+    out = texture(vgg, source, layers=["relu1_1", "pool1", "pool2"], size=64, settings=Settings(iters=40))
+    history = out.record.history
+    assert out.record.losses["gram"] < history[0]["gram"] / 30
+    # not a shifted copy: normalized cross-correlation with the source is low at every shift
+    a = out.image[0].mean(0) - out.image[0].mean()
+    b = source[0].mean(0) - source[0].mean()
+    spectrum = torch.fft.irfft2(torch.fft.rfft2(a) * torch.conj(torch.fft.rfft2(b)), s=a.shape)
+    assert float(spectrum.max() / (a.norm() * b.norm())) < 0.6
+
+
+def test_texture_output_size_may_differ_from_source(vgg):
+    out = texture(vgg, "gravel", layers=["relu1_1"], size=40, source_size=64, settings=Settings(iters=2))
+    assert out.image.shape == (1, 3, 40, 40)
+
+
+def _style_loss(vgg, image, style_name, size):
+    grams = gram_targets(vgg, [load_image(style_name, size)], [1.0], ["relu1_1", "relu2_1", "relu3_1"])
+    term = style_term(1.0, grams)
+    with torch.no_grad():
+        return float(term.fn(targets(vgg, image, list(grams)), image))
+
+
+def test_transfer_output_has_far_lower_style_loss_than_the_content(vgg):
+    out = transfer(vgg, "chelsea", ["starry_night"], size=64, style_layers=["relu1_1", "relu2_1", "relu3_1"],
+                   content_layers=["relu3_2"], style_weight=1e3, settings=Settings(iters=30))
+    content = load_image("chelsea", 64)
+    assert _style_loss(vgg, out.image, "starry_night", 64) < _style_loss(vgg, content, "starry_night", 64) / 5
+    assert out.record.params["alpha"] == 1.0 and out.record.params["beta"] == 1e3
+
+
+def test_style_blend_weights_change_the_result(vgg):
+    kwargs = dict(size=48, style_layers=["relu1_1", "relu2_1"], content_layers=["relu2_2"], settings=Settings(iters=5))
+    a = transfer(vgg, "coffee", ["starry_night", "great_wave"], style_blend=[1, 0], **kwargs)
+    b = transfer(vgg, "coffee", ["starry_night", "great_wave"], style_blend=[0, 1], **kwargs)
+    c = transfer(vgg, "coffee", ["starry_night"], **kwargs)
+    assert (a.image - b.image).abs().mean() > 0.01
+    torch.testing.assert_close(a.image, c.image)
+    with pytest.raises(CnnvizError, match="style weight"):
+        transfer(vgg, "coffee", ["starry_night"], style_blend=[1, 2], **kwargs)
+
+
+def test_preserve_color_keeps_the_content_chroma(vgg):
+    kwargs = dict(size=48, style_layers=["relu1_1", "relu2_1"], content_layers=["relu2_2"], settings=Settings(iters=5))
+    content = rgb_to_yiq(load_image("coffee", 48))[:, 1:]
+    kept = rgb_to_yiq(transfer(vgg, "coffee", ["starry_night"], preserve_color="luminance", **kwargs).image)[:, 1:]
+    free = rgb_to_yiq(transfer(vgg, "coffee", ["starry_night"], **kwargs).image)[:, 1:]
+    assert (kept - content).abs().mean() < 0.02
+    assert (free - content).abs().mean() > 2 * (kept - content).abs().mean()
+
+
+def test_histogram_matching_gives_the_style_the_content_mean_and_covariance():
+    style = load_image("starry_night", 64)
+    mixing = torch.tensor([[0.08, 0.02, 0.0], [0.03, 0.06, 0.01], [0.0, 0.02, 0.05]])
+    content = (torch.tensor([0.55, 0.45, 0.4]).view(3, 1) + mixing @ torch.randn(3, 64 * 48)).reshape(1, 3, 64, 48)
+    matched = match_color_histogram(style, content)
+    flat = lambda x: x[0].reshape(3, -1)  # noqa: E731
+    torch.testing.assert_close(flat(matched).mean(1), flat(content).mean(1), atol=2e-3, rtol=0)
+    torch.testing.assert_close(torch.cov(flat(matched)), torch.cov(flat(content)), atol=5e-4, rtol=0)
+
+
+def test_cli_texture_and_transfer_write_png_and_sidecar(tmp_path):
+    result = run_cli("texture", "grass", "--size", "32", "--iters", "2", "--layers", "relu1_1,relu2_1", "--out", str(tmp_path), "-q")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "texture_grass.json").read_text())
+    assert record["analyzer"] == "texture" and record["layers"] == ["relu1_1", "relu2_1"]
+    result = run_cli("transfer", "coffee", "great_wave", "--size", "32", "--iters", "2", "--out", str(tmp_path), "-q",
+                     "--sweep", "content-layer")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "transfer_coffee_great_wave_content-layer.png").is_file()
+    sidecars = sorted(tmp_path.glob("transfer_coffee_great_wave_content-layer_*.json"))
+    assert [json.loads(p.read_text())["params"]["content_layers"][0] for p in sidecars] == [
+        "relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2"]
+
+
+def test_cli_texture_transfer_bad_input(tmp_path):
+    for args in (("texture", "nosuchtexture"), ("texture", "--layers", "relu1_1,pool9"), ("transfer", "coffee"),
+                 ("transfer", "coffee", "starry_night", "--preserve-color", "sepia"),
+                 ("transfer", "coffee", "starry_night", "--sweep", "everything"),
+                 ("transfer", "coffee", "starry_night", "--style-weights", "1,2")):
+        result = run_cli(*args, "--size", "32", "--iters", "1", "--out", str(tmp_path))
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
