@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
@@ -18,15 +17,15 @@ from cnnviz.errors import CnnvizError
 from cnnviz.gallery.grid import Cell, caption, draw_grid
 
 SWEEPS = ("alpha-beta", "content-layer", "style-size")
-BETAS = (1e1, 1e2, 1e3, 1e4, 1e5)
+BETAS = (1e-2, 1e-1, 1.0, 1e1, 1e2)
 SWEEP_CONTENT_LAYERS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
 STYLE_SIZE_FACTORS = (0.25, 0.5, 1.0, 2.0)
 
 
-def _sweep(name: str, size: int, style_size: int | None) -> list[tuple[str, dict]]:
+def _sweep(name: str, alpha: float, size: int, style_size: int | None) -> list[tuple[str, dict]]:
     """(column title, transfer keyword overrides) for each cell of a sweep."""
     if name == "alpha-beta":
-        return [(f"α/β = 1e{-round(math.log10(b))}", {"style_weight": b}) for b in BETAS]
+        return [(f"α/β = {alpha / b:g}", {"style_weight": b}) for b in BETAS]
     if name == "content-layer":
         return [(layer, {"content_layers": [layer]}) for layer in SWEEP_CONTENT_LAYERS]
     base = style_size or size
@@ -77,7 +76,7 @@ def command(
         style_layer_weights=list(common.parse_floats(style_layer_weights, "--style-layer-weights")) or None,
         tv_weight=tv_weight, size=size, style_size=style_size, init=init, preserve_color=preserve_color, settings=settings,
     )
-    cells = _sweep(sweep, size, style_size) if sweep else [("", {})]
+    cells = _sweep(sweep, alpha, size, style_size) if sweep else [("", {})]
     row = [Cell(load_image(content, size), "content"), Cell(load_image(styles[0], size), "style")]
     for title, overrides in cells:
         suffix = f"_{sweep}_{len(row) - 1}" if sweep else ""

@@ -96,3 +96,12 @@ def test_bad_settings_are_user_errors():
     for bad in (Settings(optimizer="sgd"), Settings(iters=0), Settings(lr=-1.0), Settings(jitter=2)):
         with pytest.raises(CnnvizError):
             bad.check()
+
+
+def test_top_level_api_takes_a_model_name_or_a_loaded_model(vgg):
+    import cnnviz
+
+    by_name = cnnviz.invert("coffee", layer="relu1_1", size=32, settings=Settings(iters=2), device="cpu")
+    loaded = cnnviz.invert("coffee", layer="relu1_1", size=32, settings=Settings(iters=2), model=vgg)
+    torch.testing.assert_close(by_name.image, loaded.image)
+    assert by_name.record.analyzer == "invert" and by_name.record.model == "vgg16"

@@ -20,7 +20,7 @@ from cnnviz.objectives import Objective, Term, content_loss, targets, tv_loss
 from cnnviz.optimize import Settings, Step, optimize
 
 CONTENT_LAYERS = ("relu4_2",)
-DEFAULT_STYLE_WEIGHT = 1e3
+DEFAULT_STYLE_WEIGHT = 1.0
 PRESERVE = ("luminance", "histogram")
 
 
