@@ -72,16 +72,19 @@ def l2_norm(x: Tensor) -> Tensor:
 
 
 def channel_mean(activation: Tensor, channel: int) -> Tensor:
-    """Mean activation of one channel (Lucid's ``channel`` objective)."""
-    return activation[:, channel].mean()
+    """Mean activation of one channel, per batch item (B,) (Lucid's ``channel`` objective).
+
+    On (B, C) outputs such as ``logits`` this is the score of class ``channel``.
+    """
+    return activation[:, channel].reshape(activation.shape[0], -1).mean(dim=1)
 
 
 def neuron(activation: Tensor, channel: int, y: int | None = None, x: int | None = None) -> Tensor:
-    """One unit: channel at (y, x); the centre when the position is not given."""
+    """One unit per batch item (B,): channel at (y, x); the centre when the position is not given."""
     if activation.dim() == 2:
-        return activation[:, channel].mean()
+        return activation[:, channel]
     h, w = activation.shape[-2:]
-    return activation[:, channel, h // 2 if y is None else y, w // 2 if x is None else x].mean()
+    return activation[:, channel, h // 2 if y is None else y, w // 2 if x is None else x]
 
 
 Activations = dict[str, Tensor]

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import load_image, resize, save_png
+from cnnviz.core.images import atomic_write, load_image, resize, save_png
 from cnnviz.core.records import Record, write_sidecar
 from cnnviz.errors import CnnvizError
 from cnnviz.optimize import Result, Settings
@@ -20,14 +21,19 @@ INITS = ("noise", "content", "zeros")
 
 @dataclass
 class Output:
-    """An analyzer's image (1, 3, H, W) in [0, 1] and the record its sidecar holds."""
+    """An analyzer's image (1, 3, H, W) in [0, 1], the record its sidecar holds, and optionally the
+    raw values the image displays (a saliency map's gradient, for example)."""
 
     image: Tensor
     record: Record
+    raw: Tensor | None = None
 
     def save(self, path: str | Path) -> Path:
-        """Write the PNG and its JSON sidecar (both atomically); returns the PNG path."""
+        """Write the PNG, the raw values as .npy if any, and the JSON sidecar (each atomically); returns the PNG path."""
         png = save_png(self.image, Path(path).with_suffix(".png"))
+        if self.raw is not None:
+            array = self.raw.detach().cpu().numpy()
+            atomic_write(png.with_suffix(".npy"), lambda tmp: np.save(tmp, array))
         write_sidecar(png, self.record)
         return png
 
@@ -56,15 +62,26 @@ def zero_image(model: HookedModel, shape: torch.Size | tuple[int, ...]) -> Tenso
     return model.convention.denormalize(zeros).clamp(0, 1).expand(shape).clone()
 
 
-def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[str, Any], settings: Settings, result: Result) -> Record:
-    """The sidecar record of one optimization run."""
+def model_record(analyzer: str, model: HookedModel, layers: list[str], params: dict[str, Any], **fields: Any) -> Record:
+    """The sidecar record of a run on ``model``: its name and weights, the layers, every parameter."""
     return Record(
         analyzer=analyzer,
         model=model.name,
         weights=model.weights.id,
         weights_sha256=model.weights.sha256,
         layers=layers,
-        params={
+        params={**params, "device": str(model.device)},
+        **fields,
+    )
+
+
+def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[str, Any], settings: Settings, result: Result) -> Record:
+    """The sidecar record of one optimization run."""
+    return model_record(
+        analyzer,
+        model,
+        layers,
+        {
             **params,
             "optimizer": settings.optimizer,
             "iters": settings.iters,
@@ -72,7 +89,6 @@ def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[st
             "scales": list(settings.scales),
             "jitter": settings.jitter,
             "regularizers": [repr(r) for r in settings.regularizers],
-            "device": str(model.device),
         },
         seed=settings.seed,
         iterations=result.iterations,

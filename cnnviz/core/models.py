@@ -12,6 +12,7 @@ from cnnviz.core.layers import Layer, LayerTable, module_layers, vgg_layers
 from cnnviz.errors import CnnvizError, unknown
 
 VGG_NAMES = ("vgg11", "vgg13", "vgg16", "vgg19")
+HEAD = "+head"
 
 
 class VGGTrunk(nn.Module):
@@ -41,13 +42,26 @@ def model_names() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A network cnnviz can load: its name and whether it gets the papers' VGG layer names."""
+    """A network cnnviz can load: its name, whether it gets the papers' VGG layer names, and an
+    optional classifier head on its convolutions (``bundled`` or a file; see ``cnnviz.core.head``)."""
 
     name: str
+    head: str | None = None
 
     @property
     def is_vgg(self) -> bool:
         return self.name in VGG_NAMES
+
+    @property
+    def label(self) -> str:
+        """The name as the user writes it: ``vgg16``, ``vgg16+head``, ``vgg16+head:FILE``."""
+        if self.head is None:
+            return self.name
+        return self.name + HEAD + ("" if self.head == "bundled" else f":{self.head}")
+
+    def categories(self) -> tuple[str, ...]:
+        """The ImageNet class names of torchvision's weights for this network (no download)."""
+        return tuple(torchvision.models.get_model_weights(self.name).DEFAULT.meta["categories"])
 
     @property
     def default_weights(self) -> str:
@@ -55,9 +69,9 @@ class ModelSpec:
         return "bundled" if self.name == "vgg16" else "imagenet"
 
     def build(self, features_only: bool = False) -> nn.Module:
-        """An un-initialised torchvision network (or VGG's convolutions only)."""
+        """An un-initialised torchvision network (or VGG's convolutions only, always so with a head)."""
         net = torchvision.models.get_model(self.name, weights=None)
-        if features_only:
+        if features_only or self.head:
             if not self.is_vgg:
                 raise CnnvizError(f"{self.name} has no separate convolution stack")
             return VGGTrunk(net.features)
@@ -69,7 +83,15 @@ class ModelSpec:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a model by name; unknown names get the closest suggestions."""
-    if name not in model_names():
-        raise unknown("model", name, model_names())
-    return ModelSpec(name)
+    """The spec of a model by name (``NAME``, ``NAME+head`` or ``NAME+head:FILE``); unknown names
+    get the closest suggestions."""
+    base, plus, head = name.partition(HEAD)
+    if base not in model_names():
+        raise unknown("model", base, model_names())
+    if not plus:
+        return ModelSpec(base)
+    if base not in VGG_NAMES:
+        raise CnnvizError(f"a classifier head goes on VGG convolutions only, not on {base}")
+    if head and (not head.startswith(":") or head == ":"):
+        raise CnnvizError(f"write a head as {base}+head (the bundled one) or {base}+head:FILE, not '{name}'")
+    return ModelSpec(base, head[1:] or "bundled")

@@ -147,7 +147,9 @@ def build(spec: ModelSpec, weights: Weights, seed: int = 0) -> nn.Module:
         if weights.path is not None and not weights.path.exists() and weights.id.startswith("torchvision:"):
             _download_imagenet(spec, weights.path, weights.download)
         state = {k: v.float() for k, v in _read_state(weights.path).items()}
-        features_only = weights.features_only or (spec.is_vgg and "0.weight" in state)
+        features_only = weights.features_only or spec.head is not None or (spec.is_vgg and "0.weight" in state)
+        if features_only and "features.0.weight" in state:
+            state = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
         net = spec.build(features_only=features_only)
         target = net.features if features_only else net
         try:
