@@ -47,6 +47,9 @@ def caption(record: dict[str, Any] | Any) -> str:
         parts.append(f"style {losses['style']:.2g}")
     if "content" in losses:
         parts.append(f"content {losses['content']:.2g}")
+    if "score" in params:
+        start = params.get("score_start")
+        parts.append(f"S {params['score']:.3g}" + ("" if start is None else f" from {start:.2g}"))
     if r.get("iterations"):
         parts.append(f"{r['iterations']} it")
     if r.get("interrupted"):

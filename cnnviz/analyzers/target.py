@@ -1,0 +1,137 @@
+"""What saliency explains and gradient ascent maximises: a class score, a channel's mean activation,
+or one neuron of a named layer; one scalar per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cnnviz.core.hooked import HookedModel
+from cnnviz.core.layers import LOGITS
+from cnnviz.errors import CnnvizError, unknown
+from cnnviz.objectives import Activations, channel_mean, neuron
+
+TOP = "top"
+MAX = "max"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A class score (``layer`` = ``logits``, ``channel`` = class index, ``name`` = class name), else
+    channel ``channel`` of ``layer``: its mean activation, or the neuron at (y, x) if a position is given."""
+
+    layer: str
+    channel: int
+    y: int | None = None
+    x: int | None = None
+    name: str | None = None
+
+    @property
+    def is_neuron(self) -> bool:
+        return self.y is not None or self.x is not None
+
+    def score(self, acts: Activations) -> Tensor:
+        """The target's value per batch item, shape (B,)."""
+        activation = acts[self.layer]
+        if self.is_neuron:
+            return neuron(activation, self.channel, self.y, self.x)
+        return channel_mean(activation, self.channel)
+
+    @property
+    def label(self) -> str:
+        """``class brick``, ``relu4_3 channel 10``, ``relu4_3 channel 10 at (3, 4)``."""
+        if self.layer == LOGITS:
+            return f"class {self.name if self.name is not None else self.channel}"
+        where = f" at ({self.y}, {self.x})" if self.is_neuron else ""
+        return f"{self.layer} channel {self.channel}{where}"
+
+    @property
+    def tag(self) -> str:
+        """The target in a file name: ``brick``, ``relu4_3-c10``, ``relu4_3-c10-y3x4``."""
+        if self.layer == LOGITS:
+            return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(self.name or self.channel))
+        where = f"-y{self.y}x{self.x}" if self.is_neuron else ""
+        return f"{self.layer}-c{self.channel}{where}"
+
+    def params(self) -> dict[str, Any]:
+        """The target's fields for a run record."""
+        return {"target": self.label, "target_layer": self.layer, "channel": self.channel, "y": self.y,
+                "x": self.x, "class_name": self.name}
+
+
+def is_class(layer: str | None) -> bool:
+    """Whether a target on ``layer`` (None: no layer given) is a class score."""
+    return layer is None or layer == LOGITS
+
+
+def classes_of(model: HookedModel) -> tuple[str, ...]:
+    """The model's class names; a clear error if it has no class scores."""
+    if model.classes is None:
+        raise CnnvizError(
+            f"{model.name} ({model.weights.id}) has no class scores: use --model {model.spec.name}+head:FILE "
+            "(a head from cnnviz head train) or --weights imagenet"
+        )
+    return model.classes
+
+
+def class_index(model: HookedModel, name: str | int) -> int:
+    """The index of a class given by name (case-insensitive) or index; unknown names suggest the closest."""
+    classes = classes_of(model)
+    if isinstance(name, int) or name.isdigit():
+        index = int(name)
+        if not 0 <= index < len(classes):
+            raise CnnvizError(f"class index {index} is out of range for {model.name}: 0 to {len(classes) - 1}")
+        return index
+    lowered = {c.lower(): i for i, c in enumerate(classes)}
+    if name.lower() not in lowered:
+        raise unknown(f"class of {model.name}", name, classes)
+    return lowered[name.lower()]
+
+
+def resolve_target(
+    model: HookedModel,
+    image: Tensor,
+    cls: str | int | None = None,
+    layer: str | None = None,
+    channel: str | int | None = None,
+    y: int | None = None,
+    x: int | None = None,
+) -> Target:
+    """Check a target against the model and ``image`` (1, 3, H, W) and resolve ``top`` (the image's
+    highest class score, the default for class targets) and ``max`` (its most activated channel)."""
+    if is_class(layer):
+        if channel is not None or y is not None or x is not None:
+            raise CnnvizError("--channel, --y and --x go with --layer, not with a class")
+        classes = classes_of(model)
+        if cls is None or cls == TOP:
+            with torch.no_grad():
+                index = int(model(image, [LOGITS])[LOGITS][0].argmax())
+        else:
+            index = class_index(model, cls)
+        return Target(LOGITS, index, name=classes[index])
+    if cls is not None:
+        raise CnnvizError("give either a class or --layer (with --channel), not both")
+    model.table.get(layer)
+    with torch.no_grad():
+        activation = model(image, [layer])[layer]
+    channels = activation.shape[1]
+    if channel is None:
+        raise CnnvizError(f"--layer {layer} needs --channel (0 to {channels - 1}, or '{MAX}')")
+    if channel == MAX:
+        channel = int(activation[0].reshape(channels, -1).mean(dim=1).argmax())
+    elif isinstance(channel, str) and not channel.isdigit():
+        raise CnnvizError(f"--channel must be a whole number or '{MAX}', got '{channel}'")
+    channel = int(channel)
+    if not 0 <= channel < channels:
+        raise CnnvizError(f"channel {channel} is out of range for {layer}: 0 to {channels - 1}")
+    if y is not None or x is not None:
+        if activation.dim() != 4:
+            raise CnnvizError(f"{layer} has no spatial positions: leave out --y and --x")
+        h, w = activation.shape[-2:]
+        y, x = h // 2 if y is None else y, w // 2 if x is None else x
+        if not (0 <= y < h and 0 <= x < w):
+            raise CnnvizError(f"position ({y}, {x}) is outside {layer}'s {h}x{w} map at this image size")
+    return Target(layer, channel, y, x)
