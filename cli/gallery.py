@@ -44,7 +44,7 @@ def _invert(size: int, run: dict) -> None:
 
 
 def _texture(size: int, run: dict) -> None:
-    texture.command(sources=["starry_night", "brick", "gravel"], layer_sets="paper", size=size, **run)
+    texture.command(sources=["starry_night", "brick"], layer_sets="paper", size=size, **run)
 
 
 def _transfer(size: int, run: dict) -> None:
