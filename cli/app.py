@@ -13,7 +13,7 @@ from typer._click.exceptions import ClickException
 from rich.console import Console
 from rich.table import Table
 
-from cnnviz.cli import invert, texture, transfer
+from cnnviz.cli import gallery, invert, texture, transfer
 from cnnviz.cli import head, saliency
 from cnnviz.cli.options import Device, WeightsOpt
 from cnnviz.errors import CnnvizError
@@ -29,6 +29,7 @@ console = Console()
 app.command("invert")(invert.command)
 app.command("texture")(texture.command)
 app.command("transfer")(transfer.command)
+app.command("gallery")(gallery.command)
 app.command("saliency")(saliency.command)
 app.add_typer(head.app, name="head")
 err_console = Console(stderr=True)
