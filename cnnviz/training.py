@@ -62,7 +62,7 @@ def split(image: Tensor, test_fraction: float) -> tuple[Tensor, Tensor]:
     return image[..., :cut], image[..., cut:]
 
 
-def train_crops(part: Tensor, n: int, crop: int, area: tuple[float, float]) -> Tensor:
+def training_crops(part: Tensor, n: int, crop: int, area: tuple[float, float]) -> Tensor:
     """``n`` augmented crops (n, 3, crop, crop) of ``part`` covering ``area`` (a range of fractions) of
     it, drawn from torch's global generator."""
     augment = v2.Compose([
@@ -73,7 +73,7 @@ def train_crops(part: Tensor, n: int, crop: int, area: tuple[float, float]) -> T
     return torch.cat([augment(part) for _ in range(n)]).clamp(0, 1)
 
 
-def test_crops(part: Tensor, n: int, crop: int) -> Tensor:
+def held_out_crops(part: Tensor, n: int, crop: int) -> Tensor:
     """``n`` squares as large as ``part``'s short side, spread evenly along its long side, resized to ``crop``."""
     h, w = part.shape[-2:]
     side = min(h, w)
@@ -139,8 +139,8 @@ def train_head(model: HookedModel, images: Sequence[str | Path] | None = None, c
         torch.manual_seed(config.seed)
         for path in paths.values():
             left, right = split(load_image(path, config.image_size, model.device), config.test_fraction)
-            train.append(pooled_features(model, train_crops(left, config.train_crops, config.crop, config.crop_area), config.batch))
-            test.append(pooled_features(model, test_crops(right, config.test_crops, config.crop), config.batch))
+            train.append(pooled_features(model, training_crops(left, config.train_crops, config.crop, config.crop_area), config.batch))
+            test.append(pooled_features(model, held_out_crops(right, config.test_crops, config.crop), config.batch))
         train_labels = torch.arange(len(paths), device=model.device).repeat_interleave(config.train_crops)
         test_labels = torch.arange(len(paths), device=model.device).repeat_interleave(config.test_crops)
         head, loss = fit(torch.cat(train), train_labels, len(paths), config)
