@@ -6,6 +6,7 @@ It opens from the file system (relative links, inline CSS, no scripts) and adds 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +40,8 @@ class Figure:
 
 
 def _loss_plot(grid: Path, cells: list[tuple[str, Path]]) -> str | None:
-    """Plot each cell's total loss per evaluation (log scale); None when no cell has a history."""
+    """Plot each cell's best loss so far per evaluation (log scale; L-BFGS line-search trials
+    would add spikes); None when no cell has a history."""
     curves = []
     for label, png in cells:
         sidecar = png.with_suffix(".json")
@@ -47,7 +49,7 @@ def _loss_plot(grid: Path, cells: list[tuple[str, Path]]) -> str | None:
             history = json.loads(sidecar.read_text()).get("history") or []
             losses = [h["loss"] for h in history if isinstance(h.get("loss"), (int, float))]
             if len(losses) > 1:
-                curves.append((label, losses))
+                curves.append((label, list(itertools.accumulate(losses, min))))
     if not curves:
         return None
     fig, ax = plt.subplots(figsize=(6, 2.6))
@@ -55,7 +57,7 @@ def _loss_plot(grid: Path, cells: list[tuple[str, Path]]) -> str | None:
         ax.plot(range(1, len(losses) + 1), [abs(v) for v in losses], label=label, linewidth=1.2)
     ax.set_yscale("log")
     ax.set_xlabel("evaluation")
-    ax.set_ylabel("|loss|")
+    ax.set_ylabel("|best loss|")
     ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     out = grid.with_name(grid.stem + "_loss.png")
