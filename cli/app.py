@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnviz.cli import gallery, invert, texture, transfer
-from cnnviz.cli import head, saliency
+from cnnviz.cli import ascent, head, saliency
 from cnnviz.cli.options import Device, WeightsOpt
 from cnnviz.errors import CnnvizError
 
@@ -31,6 +31,7 @@ app.command("texture")(texture.command)
 app.command("transfer")(transfer.command)
 app.command("gallery")(gallery.command)
 app.command("saliency")(saliency.command)
+app.command("ascent")(ascent.command)
 app.add_typer(head.app, name="head")
 err_console = Console(stderr=True)
 

@@ -1,0 +1,113 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import cnnviz
+from conftest import run_cli
+from cnnviz.analyzers.ascent import (
+    DEFAULT_BLUR, DEFAULT_CLIP, ROWS, ascend, climbed, default_settings, gradient_scale, row, target_for,
+)
+from cnnviz.analyzers.common import zero_image
+from cnnviz.analyzers.target import Target
+from cnnviz.core.hooked import load_model
+from cnnviz.errors import CnnvizError
+from cnnviz.gallery.grid import CELL_INCHES, DPI
+from cnnviz.optimize import Blur, Clip, Decay
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return load_model("vgg16+head", device="cpu")
+
+
+def test_rows_switch_the_regularizers_on_one_by_one():
+    base = default_settings()
+    settings = {name: row(name, base, 2.0, Blur(1.0, 4), Clip(5, 5), 3, Decay(0.01)) for name in ROWS}
+    assert settings["none"] == (0.0, default_settings(regularizers=(), jitter=0))
+    assert settings["L2"][0] == 2.0 and settings["L2"][1].regularizers == (Decay(0.01),)
+    assert settings["L2+blur"][1].regularizers == (Decay(0.01), Blur(1.0, 4))
+    assert settings["L2+blur+clip"][1].regularizers == (Decay(0.01), Blur(1.0, 4), Clip(5, 5))
+    assert settings["L2+blur+clip"][1].jitter == 0 and settings["+jitter"][1].jitter == 3
+    assert row("+jitter", base, 1.0, Blur(0.0), Clip(0, 0), 2)[1].regularizers == ()
+    with pytest.raises(CnnvizError, match="unknown regularizer row"):
+        row("blur", base, 1.0, Blur(), Clip(), 0)
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_ascent_increases_a_channel_under_each_regularizer(vgg, name):
+    l2_weight, settings = row(name, default_settings(iters=6, lr=0.05), 1.0, DEFAULT_BLUR, DEFAULT_CLIP, 2)
+    record = ascend(vgg, layer="relu4_3", channel=100, size=32, l2_weight=l2_weight, settings=settings).record
+    assert record.losses["score"] < record.history[0]["score"] - 0.02, record.history
+    assert record.params["score"] > record.params["score_start"] + 10, record.params
+    assert record.params["climbed_layer"] == "conv4_3"
+
+
+def test_class_ascent_on_the_bundled_head_raises_the_score_by_a_large_factor(classifier):
+    output = ascend(classifier, "brick", size=48, l2_weight=0.0, settings=default_settings(iters=20, lr=0.05))
+    params = output.record.params
+    assert params["class_name"] == "brick" and output.record.layers == ["logits"]
+    assert params["score"] > 4 * abs(params["score_start"]) and params["score"] > params["score_start"] + 20, params
+    assert output.image.shape == (1, 3, 48, 48)
+
+
+def test_top_level_api_gives_class_targets_the_bundled_head():
+    output = cnnviz.ascent("grass", size=32, settings=default_settings(iters=2), device="cpu")
+    assert output.record.model == "vgg16+head" and output.record.params["class_name"] == "grass"
+    maps = cnnviz.saliency("brick", size=32, rules=("guided",), device="cpu")
+    assert maps.target.layer == "logits" and maps.outputs["guided"].record.model == "vgg16+head"
+    assert cnnviz.saliency("brick", layer="relu2_1", channel=3, size=32, device="cpu").outputs["backprop"].record.model == "vgg16"
+
+
+def test_relu_channels_climb_their_pre_activation_and_logits_stay(vgg, classifier):
+    assert climbed(vgg, Target("relu4_3", 5)) == Target("conv4_3", 5)
+    assert climbed(vgg, Target("relu1_1", 0, 3, 4)) == Target("conv1_1", 0, 3, 4)
+    assert climbed(vgg, Target("conv4_3", 5)).layer == "conv4_3"
+    assert climbed(classifier, Target("logits", 2)).layer == "logits"
+
+
+def test_gradient_scale_makes_the_score_push_one_over_n(vgg):
+    target = Target("conv3_1", 4)
+    image = zero_image(vgg, (1, 3, 32, 32))
+    scale = gradient_scale(vgg, target, image)
+    x = image.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(target.score(vgg(x, [target.layer])).sum() / scale, x)
+    assert float(grad.pow(2).mean().sqrt()) * grad.numel() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_imagenet_class_names_on_a_random_torchvision_model():
+    model = load_model("resnet18", weights="random", device="cpu")
+    target = target_for(model, 32, cls="tabby")
+    assert target.channel == 281
+    with pytest.raises(CnnvizError, match="gradient of class tabby is zero at the start"):
+        ascend(model, "tabby", size=32, settings=default_settings(iters=4))
+    params = ascend(model, 281, size=32, init_noise=0.1, settings=default_settings(iters=4)).record.params
+    assert params["score"] > params["score_start"]
+    with pytest.raises(CnnvizError, match="did you mean tabby"):
+        target_for(model, 32, cls="tabbby")
+
+
+def test_cli_regularizer_grid_of_classes_with_sidecars(tmp_path):
+    result = run_cli("ascent", "--class", "brick,grass", "--grid", "regularizers", "--size", "32", "--iters", "2",
+                     "--device", "cpu", "-q", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    width, _ = Image.open(tmp_path / "ascent_brick_grass_regularizers_grid.png").size
+    assert width == round(2 * CELL_INCHES * DPI)
+    cells = sorted(p.name for p in tmp_path.glob("ascent_*.png") if "grid" not in p.name)
+    assert len(cells) == 10 and "ascent_grass_L2-blur-clip.png" in cells
+    assert Image.open(tmp_path / "ascent_brick_jitter.png").size == (32, 32)
+    record = json.loads((tmp_path / "ascent_brick_jitter.json").read_text())
+    assert record["analyzer"] == "ascent" and record["model"] == "vgg16+head" and record["iterations"] == 2
+    assert record["params"]["target"] == "class brick" and record["params"]["jitter"] > 0
+    assert record["params"]["l2_weight"] > 0 and len(record["params"]["regularizers"]) == 2
+    none = json.loads((tmp_path / "ascent_brick_none.json").read_text())["params"]
+    assert none["l2_weight"] == 0 and none["regularizers"] == [] and none["jitter"] == 0
+
+
+def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    result = run_cli("ascent", "--class", "brick,brik", "--size", "32", "--device", "cpu", "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "did you mean brick" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
