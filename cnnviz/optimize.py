@@ -217,6 +217,8 @@ def optimize(
                 if not math.isfinite(total):
                     raise _Abort(f"the loss became {total} at iteration {latest['iteration'] + 1}")
                 loss.backward()
+                if not param.grad.is_contiguous():
+                    param.grad = param.grad.contiguous()  # channels-last layers may return strided grads; L-BFGS views them flat
                 evaluations += 1
                 iteration = base + (_lbfgs_iterations(optimizer) if settings.optimizer == "lbfgs" else done + 1)
                 latest.update(image=param.detach().clone(), losses=values, iteration=iteration)

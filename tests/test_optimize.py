@@ -105,3 +105,4 @@ def test_top_level_api_takes_a_model_name_or_a_loaded_model(vgg):
     loaded = cnnviz.invert("coffee", layer="relu1_1", size=32, settings=Settings(iters=2), model=vgg)
     torch.testing.assert_close(by_name.image, loaded.image)
     assert by_name.record.analyzer == "invert" and by_name.record.model == "vgg16"
+
