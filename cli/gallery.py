@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from cnnviz.cli import common, invert, texture, transfer
+from cnnviz.cli import ascent, common, invert, saliency, texture, transfer
 from cnnviz.cli.options import Device, Out, Threads
 from cnnviz.errors import CnnvizError
 from cnnviz.gallery.site import SECTIONS, build_site
 
-DEFAULT_SECTIONS = ("invert", "texture", "transfer")
+DEFAULT_SECTIONS = ("saliency", "ascent", "invert", "texture", "transfer")
 
 
 def command(
@@ -39,6 +39,17 @@ def command(
     common.console.print(f"wrote {index}", highlight=False)
 
 
+def _saliency(size: int, run: dict) -> None:
+    run = {k: v for k, v in run.items() if k in ("out", "device", "threads")}
+    saliency.command(images=["astronaut", "chelsea", "coffee", "rocket"], size=size, **run)
+
+
+def _ascent(size: int, run: dict) -> None:
+    run = {k: v for k, v in run.items() if k != "iters"}
+    ascent.command(cls="brick,starry_night,grass", grid="regularizers", size=size, **run)
+    ascent.command(layer="relu4_3", channel="10,42,100", grid="regularizers", size=size, **run)
+
+
 def _invert(size: int, run: dict) -> None:
     invert.command(image="astronaut", layers="all", size=size, **run)
 
@@ -52,4 +63,4 @@ def _transfer(size: int, run: dict) -> None:
         transfer.command(images=["astronaut", "starry_night"], sweep=sweep, size=size, **run)
 
 
-BUILDERS = {"invert": _invert, "texture": _texture, "transfer": _transfer}
+BUILDERS = {"saliency": _saliency, "ascent": _ascent, "invert": _invert, "texture": _texture, "transfer": _transfer}
