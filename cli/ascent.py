@@ -27,7 +27,7 @@ def _names(text: str | None) -> list[str | None]:
 
 
 def command(
-    cls: Annotated[str | None, typer.Option("--class", help="Class name(s) or index(es), comma-separated: one image each.")] = None,
+    cls: Annotated[str | None, typer.Option("--class", help="Class names or indices, comma-separated: one image each.")] = None,
     layer: Annotated[str | None, typer.Option(help="Maximise a channel of this layer instead of a class.")] = None,
     channel: Annotated[str | None, typer.Option(help="Channel(s) of --layer, comma-separated: one image each.")] = None,
     y: Annotated[int | None, typer.Option(help="Row of one neuron of the channel (default: the channel's mean).")] = None,
@@ -35,10 +35,10 @@ def command(
     grid: Annotated[str | None, typer.Option(help="'regularizers': rows none, L2, L2+blur, L2+blur+clip, +jitter.")] = None,
     size: Size = 224,
     l2: Annotated[float, typer.Option(help="λ of the L2 penalty λ‖I‖² (Simonyan et al. 2014).")] = DEFAULT_L2,
-    blur: Annotated[float, typer.Option(help="σ of the Gaussian blur (px; 0 = off) (Yosinski et al. 2015).")] = DEFAULT_BLUR.sigma,
+    blur: Annotated[float, typer.Option(help="σ of the Gaussian blur in px (0 = off) (Yosinski et al.).")] = DEFAULT_BLUR.sigma,
     blur_every: Annotated[int, typer.Option(help="Blur every N steps.")] = DEFAULT_BLUR.every,
-    clip_norm: Annotated[float, typer.Option(help="Reset the pixels of smallest norm, percentile (0 = off).")] = DEFAULT_CLIP.norm_pct,
-    clip_contribution: Annotated[float, typer.Option(help="Reset the pixels of smallest contribution, percentile.")] = DEFAULT_CLIP.contribution_pct,
+    clip_norm: Annotated[float, typer.Option(help="Reset pixels below this norm percentile.")] = DEFAULT_CLIP.norm_pct,
+    clip_contribution: Annotated[float, typer.Option(help="Reset pixels below this contribution percentile.")] = DEFAULT_CLIP.contribution_pct,
     decay: Annotated[float, typer.Option(help="Yosinski's L2 decay θ per step (0 = off), with the L2 penalty.")] = 0.0,
     jitter: Annotated[int, typer.Option(help="Random shift of up to N px per step (0 = off).")] = DEFAULT_JITTER,
     init_noise: Annotated[float, typer.Option(help="Std of seeded noise added to the zero image at the start.")] = 0.0,
@@ -87,5 +87,5 @@ def command(
     if grid:
         tags = "_".join(t.tag for t in targets)
         path = draw_grid(cells, out / f"ascent_{tags}_{grid}_grid.png", col_titles=[t.label for t in targets],
-                         row_titles=list(rows), analyzer="ascent", title=f"Gradient ascent, {hooked.name} ({hooked.weights.id}), {size}px")
+                         row_titles=list(rows), analyzer="ascent", title=f"Gradient ascent, {hooked.name}, {size}px")
         common.console.print(f"wrote {path}", highlight=False)

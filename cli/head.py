@@ -14,14 +14,15 @@ from cnnviz.errors import CnnvizError
 from cnnviz.training import HeadConfig, train_head
 
 DEFAULTS = HeadConfig()
+OUT = Path("cnnviz-out/vgg16_head.safetensors")
 app = typer.Typer(help="Classifier heads: class scores for VGG convolutions (use with --model vgg16+head:FILE).",
                   no_args_is_help=True)
 
 
 @app.command()
 def train(
-    images: Annotated[list[str] | None, typer.Argument(help="Images, one class each, named by file stem (default: every bundled image).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The head's .safetensors file (a .json sidecar goes beside it).")] = Path("cnnviz-out/vgg16_head.safetensors"),
+    images: Annotated[list[str] | None, typer.Argument(help="One class per image, named by its stem (default: all bundled).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The head's .safetensors file (its .json sidecar goes beside it).")] = OUT,
     image_size: Annotated[int, typer.Option(help="Long side the images are loaded at (px).")] = DEFAULTS.image_size,
     crop: Annotated[int, typer.Option(help="Side of every crop fed to the network (px).")] = DEFAULTS.crop,
     train_crops: Annotated[int, typer.Option(help="Augmented training crops per image.")] = DEFAULTS.train_crops,

@@ -18,7 +18,7 @@ from cnnviz.gallery.grid import Cell, caption, draw_grid
 
 def command(
     images: Annotated[list[str], typer.Argument(help="Image files or bundled image names: one grid row each.")],
-    cls: Annotated[str | None, typer.Option("--class", help=f"Class name or index (default '{TOP}': each image's highest score).")] = None,
+    cls: Annotated[str | None, typer.Option("--class", help=f"Class name or index (default '{TOP}': each image's best).")] = None,
     layer: Annotated[str | None, typer.Option(help="Explain a channel of this layer instead of a class.")] = None,
     channel: Annotated[str | None, typer.Option(help="Channel of --layer, or 'max' (each image's most activated).")] = None,
     y: Annotated[int | None, typer.Option(help="Row of one neuron of the channel (default: the channel's mean).")] = None,

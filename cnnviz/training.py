@@ -127,7 +127,9 @@ def _image_paths(images: Sequence[str | Path] | None) -> dict[str, Path]:
     return paths
 
 
-def train_head(model: HookedModel, images: Sequence[str | Path] | None = None, config: HeadConfig = HeadConfig()) -> tuple[Head, Record]:
+def train_head(
+    model: HookedModel, images: Sequence[str | Path] | None = None, config: HeadConfig = HeadConfig(),
+) -> tuple[Head, Record]:
     """Train a head on crops of ``images`` (default: every bundled image); returns it and its record."""
     config.check()
     if model.spec.head is not None or not model.spec.is_vgg:
@@ -139,7 +141,8 @@ def train_head(model: HookedModel, images: Sequence[str | Path] | None = None, c
         torch.manual_seed(config.seed)
         for path in paths.values():
             left, right = split(load_image(path, config.image_size, model.device), config.test_fraction)
-            train.append(pooled_features(model, training_crops(left, config.train_crops, config.crop, config.crop_area), config.batch))
+            crops = training_crops(left, config.train_crops, config.crop, config.crop_area)
+            train.append(pooled_features(model, crops, config.batch))
             test.append(pooled_features(model, held_out_crops(right, config.test_crops, config.crop), config.batch))
         train_labels = torch.arange(len(paths), device=model.device).repeat_interleave(config.train_crops)
         test_labels = torch.arange(len(paths), device=model.device).repeat_interleave(config.test_crops)

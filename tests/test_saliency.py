@@ -113,9 +113,10 @@ def test_channel_max_is_the_most_activated_channel_and_maps_differ(vgg):
 
 def test_bad_targets_are_user_errors(vgg):
     image = torch.rand(1, 3, 32, 32)
-    for kwargs, message in [(dict(layer="relu4_3", channel=512), "out of range"), (dict(layer="relu4_3"), "needs --channel"),
-                            (dict(layer="relu4_3", channel="many"), "whole number"), (dict(layer="relu4_3", channel=1, y=9), "outside"),
-                            (dict(cls="brick", layer="relu4_3", channel=1), "not both"), (dict(), "no class scores")]:
+    cases = [(dict(layer="relu4_3", channel=512), "out of range"), (dict(layer="relu4_3"), "needs --channel"),
+             (dict(layer="relu4_3", channel="many"), "whole number"), (dict(layer="relu4_3", channel=1, y=9), "outside"),
+             (dict(cls="brick", layer="relu4_3", channel=1), "not both"), (dict(), "no class scores")]
+    for kwargs, message in cases:
         with pytest.raises(CnnvizError, match=message):
             saliency(vgg, image, size=None, **kwargs)
 

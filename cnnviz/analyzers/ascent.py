@@ -48,7 +48,9 @@ def default_settings(**changes) -> Settings:
     return replace(Settings(optimizer="adam", iters=DEFAULT_ITERS, lr=DEFAULT_LR), **changes)
 
 
-def row(name: str, base: Settings, l2_weight: float, blur: Blur, clip: Clip, jitter: int, decay: Decay | None = None) -> tuple[float, Settings]:
+def row(
+    name: str, base: Settings, l2_weight: float, blur: Blur, clip: Clip, jitter: int, decay: Decay | None = None,
+) -> tuple[float, Settings]:
     """(λ, settings) of one row of the regularizer grid: none, L2 (the penalty λ‖I‖², plus Yosinski's
     decay if given), L2+blur, L2+blur+clip, +jitter (all of them). A blur of σ 0 or a clip at
     percentiles 0 is left out."""
@@ -66,7 +68,7 @@ def row(name: str, base: Settings, l2_weight: float, blur: Blur, clip: Clip, jit
 
 def target_for(
     model: HookedModel, size: int, cls: str | int | None = None, layer: str | None = None,
-    channel: int | None = None, y: int | None = None, x: int | None = None,
+    channel: str | int | None = None, y: int | None = None, x: int | None = None,
 ) -> Target:
     """The ascent's target on ``model`` for a square image of ``size`` px: a class, or a channel/neuron of a layer."""
     if is_class(layer) and cls is None:
@@ -103,7 +105,7 @@ def ascend(
     cls: str | int | None = None,
     *,
     layer: str | None = None,
-    channel: int | None = None,
+    channel: str | int | None = None,
     y: int | None = None,
     x: int | None = None,
     size: int = 224,
