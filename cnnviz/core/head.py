@@ -15,7 +15,7 @@ from pathlib import Path
 
 from safetensors import SafetensorError
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from cnnviz.core.images import atomic_write
@@ -54,8 +54,8 @@ def head_path(head: str) -> Path:
 def save_head(head: Head, path: str | Path, record: Record) -> Path:
     """Write the head's weights (safetensors) and its sidecar, both atomically; returns the weights path."""
     path = Path(path).with_suffix(".safetensors")
-    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    data = save({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()})
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
     write_sidecar(path, record)
     return path
 
