@@ -13,11 +13,7 @@ from torch import Tensor
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import atomic_write, load_image, resize, save_png
 from cnnviz.core.records import Record, write_sidecar
-from cnnviz.errors import CnnvizError
 from cnnviz.optimize import Result, Settings
-
-INITS = ("noise", "content", "zeros")
-
 
 @dataclass
 class Output:
@@ -98,8 +94,3 @@ def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[st
         interrupted=result.interrupted,
         error=result.error,
     )
-
-
-def check_positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise CnnvizError(f"{name} must be positive, got {value}")
