@@ -7,7 +7,7 @@ from PIL import Image
 from torch import nn
 
 from conftest import run_cli
-from cnnviz.analyzers.saliency import RULES, gradient, saliency
+from cnnviz.analyzers.saliency import GUIDED_GRADCAM, METHODS, RULES, cam_layer, gradient, saliency
 from cnnviz.analyzers.target import Target, class_index
 from cnnviz.core.convention import CAFFE_BGR, Convention
 from cnnviz.core.hooked import HookedModel, load_model
@@ -111,6 +111,28 @@ def test_channel_max_is_the_most_activated_channel_and_maps_differ(vgg):
         assert shown.shape == (1, 3, 32, 32) and 0 <= float(shown.min()) and float(shown.max()) <= 1
 
 
+def test_guided_gradcam_is_the_guided_map_times_the_upsampled_positive_cam(vgg):
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 40, 40)
+    maps = saliency(vgg, image, layer="relu4_3", channel=5, size=None, rules=("guided", GUIDED_GRADCAM), gradcam_layer="relu3_3")
+    x = image.clone().requires_grad_(True)
+    acts = vgg(x, ["relu3_3", "relu4_3"])
+    (grad,) = torch.autograd.grad(acts["relu4_3"][0, 5].mean(), acts["relu3_3"])
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * acts["relu3_3"]).sum(dim=1, keepdim=True)).detach()
+    cam = nn.functional.interpolate(cam, size=(40, 40), mode="bilinear")
+    expected = maps.outputs["guided"].raw * cam[0]
+    torch.testing.assert_close(maps.outputs[GUIDED_GRADCAM].raw, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert float(cam.min()) == 0 < float(cam.max()) and maps.outputs[GUIDED_GRADCAM].record.params["gradcam_layer"] == "relu3_3"
+
+
+def test_gradcam_layer_defaults_to_the_last_relu_up_to_the_target(vgg):
+    assert cam_layer(vgg, Target("relu4_3", 0)) == "relu4_3"
+    assert cam_layer(vgg, Target("conv4_3", 0)) == "relu4_2"
+    assert cam_layer(vgg, Target("pool5", 0)) == "relu5_3"
+    with pytest.raises(CnnvizError, match="must come before"):
+        saliency(vgg, torch.rand(1, 3, 32, 32), layer="relu3_3", channel=0, size=None, gradcam_layer="relu4_1")
+
+
 def test_bad_targets_are_user_errors(vgg):
     image = torch.rand(1, 3, 32, 32)
     cases = [(dict(layer="relu4_3", channel=512), "out of range"), (dict(layer="relu4_3"), "needs --channel"),
@@ -140,16 +162,17 @@ def test_imagenet_class_names_of_torchvision_models():
 def test_cli_writes_grid_maps_arrays_and_sidecars(tmp_path):
     result = run_cli("saliency", "brick", "coffee", "--size", "48", "--device", "cpu", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert Image.open(tmp_path / "saliency_brick_coffee_grid.png").size[0] > 4 * 200
+    assert Image.open(tmp_path / "saliency_brick_coffee_grid.png").size[0] > 5 * 200
     for stem in ("brick", "coffee"):
         records = {}
-        for rule in RULES:
+        for rule in METHODS:
             (png,) = tmp_path.glob(f"saliency_{stem}_*_{rule}.png")
             raw = np.load(png.with_suffix(".npy"))
             width, height = Image.open(png).size
             assert raw.shape == (3, height, width) and raw.dtype == np.float32 and np.abs(raw).sum() > 0
             records[rule] = json.loads(png.with_suffix(".json").read_text())
-        assert {r["params"]["rule"] for r in records.values()} == set(RULES)
+        assert {r["params"]["rule"] for r in records.values()} == set(METHODS)
+        assert records[GUIDED_GRADCAM]["params"]["gradcam_layer"] == "relu5_3"
         record = records["guided"]
         assert record["analyzer"] == "saliency" and record["model"] == "vgg16+head" and record["layers"] == ["logits"]
         assert "+head:vgg16_head.safetensors@" in record["weights"] and len(record["weights_sha256"]) == 64
