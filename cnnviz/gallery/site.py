@@ -28,6 +28,22 @@ SECTIONS = {
     "transfer": "Style transfer",
 }
 
+NOTES = {
+    "saliency": "The gradient of each image's top class score with respect to its pixels under the seed's ReLU "
+                "backward rules (grey is zero). Plain backprop is noisy; deconvnet passes every positive gradient "
+                "and forgets the class; guided backprop passes only positive gradients where the forward input was "
+                "positive, so it draws the object's edges; guided Grad-CAM keeps the parts where relu5_3 supports the class.",
+    "ascent": "Images that maximise a class score of the offline head, or one channel of relu4_3, starting from the zero "
+              "image. Rows switch on the L2 penalty (Simonyan et al.) and blur, clipping and jitter (Yosinski et al.) one "
+              "by one: without them the ascent finds high-frequency patterns; with them, larger structures of the class.",
+    "invert": "The image whose features at one layer match the photo's (Mahendran & Vedaldi), from noise: early layers "
+              "keep the photo, deep ones only its parts and layout.",
+    "texture": "New images with the source's Gram matrices up to deeper and deeper layers (Gatys et al. 2015): "
+               "the structures that repeat grow with the layers matched.",
+    "transfer": "The content photo's features at relu4_2 with the painting's Gram matrices (Gatys et al. 2016), "
+                "sweeping the ratio of the two, the content layer and the size of the style image.",
+}
+
 
 @dataclass
 class Figure:
@@ -99,5 +115,5 @@ def build_site(folder: str | Path) -> Path:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cnnviz.gallery", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
     )
-    html = env.get_template("index.html.j2").render(sections=SECTIONS, figures=_figures(folder), version=__version__)
+    html = env.get_template("index.html.j2").render(sections=SECTIONS, notes=NOTES, figures=_figures(folder), version=__version__)
     return atomic_write(folder / "index.html", lambda tmp: tmp.write_text(html))
