@@ -1,17 +1,16 @@
-"""Helpers that every analyzer command uses: settings from options, loading, saving, exit codes."""
+"""Helpers that every analyzer command uses: parsing lists and numbers, saving with a report."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
 from cnnviz.analyzers.common import Output
-from cnnviz.core.device import set_threads
-from cnnviz.core.hooked import HookedModel, load_model
+from cnnviz.cli.options import Run
 from cnnviz.errors import CnnvizError
-from cnnviz.optimize import Settings
 
 console = Console(stderr=True)
 
@@ -25,33 +24,26 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
 
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """'0.7,0.3' -> (0.7, 0.3); NaN and infinities are refused."""
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise CnnvizError(f"{what} must be comma-separated numbers, got '{text}'") from None
+    if not all(math.isfinite(v) for v in values):
+        raise CnnvizError(f"{what} must be finite numbers, got '{text}'")
+    return values
 
 
-def settings(optimizer: str, iters: int, lr: float | None, scales: str, seed: int, **extra) -> Settings:
-    result = Settings(optimizer=optimizer, iters=iters, lr=lr, scales=parse_ints(scales, "--scales"), seed=seed, **extra)
-    result.check()
-    return result
+def check_finite(**values: float) -> None:
+    """Refuse NaN or infinite option values, naming the option."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise CnnvizError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
 
 
-def model(name: str, weights: str | None, device: str, threads: int | None) -> HookedModel:
-    set_threads(threads)
-    return load_model(name, weights, device)
-
-
-def check_out(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise CnnvizError(f"--out must be a folder, but {out} is a file")
-    return out
-
-
-def save(output: Output, path: Path) -> Path:
+def save(output: Output, path: Path, run: Run) -> Path:
     """Save image + sidecar and say where; a NaN stop is an error, an interrupt exits 130 after saving."""
-    png = output.save(path)
-    console.print(f"wrote {png} (+ .json)", highlight=False)
+    png = run.wrote(output.save(path))
     if output.record.error:
         raise CnnvizError(f"{output.record.error}; kept the last finite image in {png}")
     if output.record.interrupted:

@@ -2,56 +2,61 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cnnviz.analyzers.inversion import DEFAULT_TV_WEIGHT, invert
 from cnnviz.cli import common
-from cnnviz.cli.options import Device, Lr, Model, Optimizer, Out, Quiet, SaveEvery, Scales, Seed, Size, Threads, WeightsOpt
+from cnnviz.cli.options import Loop, Run, Size, optimizing, shared
 from cnnviz.cli.progress import progress
-from cnnviz.core.images import image_path
+from cnnviz.core.images import image_stem
+from cnnviz.errors import CnnvizError
 from cnnviz.gallery.grid import Cell, caption, draw_grid
 
+DEFAULT_LAYER = "relu4_3"
 
+
+@shared(model="vgg16")
+@optimizing(optimizer="lbfgs", iters=200)
 def command(
-    image: Annotated[str, typer.Argument(help="Image file or bundled image name.")] = "astronaut",
-    layer: Annotated[str, typer.Option(help="Layer to invert.")] = "relu4_3",
+    image: Annotated[str, typer.Argument(help="Image file or bundled image name (see `cnnviz images`).")] = "astronaut",
+    layer: Annotated[str | None, typer.Option(help=f"Layer to invert (default {DEFAULT_LAYER}).")] = None,
     layers: Annotated[str | None, typer.Option(help="'all' (relu1_1 ... relu5_3) or a comma list: one grid.")] = None,
     size: Size = 256,
     tv_weight: Annotated[float, typer.Option(help="λ_TV, weight of the total-variation prior.")] = DEFAULT_TV_WEIGHT,
     tv_beta: Annotated[float, typer.Option(help="β of R_TV^β (2 in the paper's experiments).")] = 2.0,
     alpha_weight: Annotated[float, typer.Option(help="λ_α of the α-norm prior (0 = off).")] = 0.0,
     init: Annotated[str, typer.Option(help="noise, zeros, content, or an image file.")] = "noise",
-    optimizer: Optimizer = "lbfgs",
-    iters: Annotated[int, typer.Option(help="Iterations per scale.")] = 200,
-    lr: Lr = None,
-    scales: Scales = "",
-    seed: Seed = 0,
-    out: Out = Path("cnnviz-out"),
-    model: Model = "vgg16",
-    weights: WeightsOpt = None,
-    device: Device = "auto",
-    threads: Threads = None,
-    quiet: Quiet = False,
-    save_every: SaveEvery = 0,
+    *,
+    run: Run,
+    loop: Loop,
 ) -> None:
-    """Reconstruct an image from its features at a layer (Mahendran & Vedaldi 2015)."""
-    out = common.check_out(out)
-    settings = common.settings(optimizer, iters, lr, scales, seed)
-    hooked = common.model(model, weights, device, threads)
-    stem = Path(image_path(image)).stem
-    names = hooked.table.parse(layers) if layers else [hooked.table.get(layer).name]
+    """Reconstruct an image from its features at a layer (Mahendran & Vedaldi 2015).
+
+    Examples:
+
+      cnnviz invert                              # the bundled astronaut from relu4_3
+
+      cnnviz invert photo.jpg --layer relu2_2
+
+      cnnviz invert --layers all --size 128      # relu1_1 ... relu5_3 as one grid
+    """
+    if layer is not None and layers is not None:
+        raise CnnvizError("give --layer or --layers, not both")
+    common.check_finite(tv_weight=tv_weight, tv_beta=tv_beta, alpha_weight=alpha_weight)
+    settings = loop.settings(run)
+    stem = image_stem(image)
+    hooked = run.load()
+    names = hooked.table.parse(layers) if layers else [hooked.table.get(layer or DEFAULT_LAYER).name]
     kwargs = dict(size=size, tv_weight=tv_weight, tv_beta=tv_beta, alpha_weight=alpha_weight, init=init, settings=settings)
     cells = []
     for name in names:
-        path = out / f"invert_{stem}_{name}.png"
-        with progress(f"invert {name}", quiet, path, save_every) as callback:
+        path = run.out / f"invert_{stem}_{name}.png"
+        with progress(f"invert {name}", run.quiet, path, loop.save_every) as callback:
             output = invert(hooked, image, name, callback=callback, **kwargs)
-        png = common.save(output, path)
+        png = common.save(output, path, run)
         cells.append(Cell(output.image, caption(output.record), png))
     if layers:
-        grid = draw_grid([cells], out / f"invert_{stem}_grid.png", col_titles=names, row_titles=[stem],
-                         analyzer="invert", title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px")
-        common.console.print(f"wrote {grid}", highlight=False)
+        run.wrote(draw_grid([cells], run.out / f"invert_{stem}_grid.png", col_titles=names, row_titles=[stem],
+                            analyzer="invert", title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px"))

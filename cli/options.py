@@ -1,24 +1,175 @@
-"""Options shared by several commands, defined once."""
+"""Options shared by the commands, defined once: ``@shared`` adds --model --weights --device --threads
+--out --seed --quiet to a command and hands them over as one ``Run``; ``@optimizing`` adds the loop's
+--optimizer --iters --lr --scales --save-every as one ``Loop``."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Network: vgg16 (bundled, offline), vgg19, or any torchvision CNN.")]
-WeightsOpt = Annotated[
-    str | None,
-    typer.Option("--weights", "-w", help="bundled | imagenet (torch hub cache, downloads if allowed) | random | FILE."),
-]
-Device = Annotated[str, typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")]
-Threads = Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-Seed = Annotated[int, typer.Option(help="Random seed (noise init, jitter).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
-Optimizer = Annotated[str, typer.Option(help="lbfgs or adam.")]
-Lr = Annotated[float | None, typer.Option(help="Step size (default: 1 for L-BFGS, 0.02 for Adam, in [0,1] pixel units).")]
-Scales = Annotated[str, typer.Option(help="Coarse-to-fine long sides before --size, e.g. '128,256'.")]
-Size = Annotated[int, typer.Option("--size", "-s", help="Long side of the output, in pixels.")]
-SaveEvery = Annotated[int, typer.Option(help="Also save the latest image every N evaluations (0 = only at the end).")]
+from cnnviz.core.device import resolve_device, set_threads
+from cnnviz.errors import CnnvizError
+from cnnviz.optimize import Settings
+
+Size = Annotated[int, typer.Option("--size", "-s", min=16, help="Long side of the output, in pixels (at least 16).")]
+
+_MODEL = typer.Option("--model", "-m", help="Network: vgg16 (bundled), efficientnet_lite0 (bundled, 1000 ImageNet classes), "
+                      "vgg19, any torchvision CNN, or vgg16+head[:FILE].")
+_WEIGHTS = typer.Option("--weights", "-w", help="bundled | imagenet (torch hub cache; downloads only when asked) | random | FILE.")
+_DEVICE = typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
+_THREADS = typer.Option(help="CPU threads for torch (default: all cores).")
+_OUT = typer.Option("--out", "-o", help="Output folder.")
+_SEED = typer.Option(help="Random seed (noise start, jitter, random weights).")
+_QUIET = typer.Option("--quiet", "-q", help="No progress bar and no summary.")
+_console = Console(stderr=True)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every command shares: the network, where it runs, where outputs go, the seed, verbosity."""
+
+    model: str
+    weights: str | None
+    device: str
+    threads: int | None
+    out: Path
+    seed: int
+    quiet: bool
+    written: list[Path] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def check(self) -> None:
+        """Find bad options before any work: threads, device, and an output folder that can be written."""
+        if self.threads is not None and self.threads < 1:
+            raise CnnvizError(f"--threads must be at least 1, got {self.threads}")
+        resolve_device(self.device)
+        check_out(self.out)
+
+    def tell(self, message: str) -> None:
+        """One line on stderr unless --quiet."""
+        if not self.quiet:
+            _console.print(message, highlight=False, markup=False, soft_wrap=True)
+
+    def wrote(self, path: Path) -> Path:
+        """Note a file written (for the closing summary) and say so."""
+        self.written.append(path)
+        self.tell(f"wrote {path}")
+        return path
+
+    def finish(self) -> None:
+        """The closing line: how many images were written where, and how long it took."""
+        if self.written:
+            pngs = sum(p.suffix == ".png" for p in self.written)
+            self.tell(f"done in {time.perf_counter() - self.started:.1f} s: {pngs} image(s) with .json sidecars in {self.out}")
+
+    def load(self, model: str | None = None):
+        """The run's network (or ``model`` instead), with its weights, on its device."""
+        from cnnviz.core.hooked import load_model
+
+        set_threads(self.threads)
+        return load_model(model or self.model, self.weights, self.device, self.seed)
+
+
+def check_out(out: Path) -> Path:
+    """The output folder, created, and proved writable by writing and removing a file in it."""
+    if out.exists() and not out.is_dir():
+        raise CnnvizError(f"--out must be a folder, but {out} is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".cnnviz-write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CnnvizError(f"cannot write to the output folder {out}: {err.strerror or err}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The one optimization loop's options, as the user gave them."""
+
+    optimizer: str
+    iters: int
+    lr: float | None
+    scales: str
+    save_every: int
+
+    def finish(self) -> None:
+        """Nothing to report: the run reports for the command."""
+
+    def check(self) -> None:
+        if self.save_every < 0:
+            raise CnnvizError(f"--save-every must be at least 0, got {self.save_every}")
+
+    def settings(self, run: Run, **extra: Any) -> Settings:
+        """Checked ``Settings`` for the loop, seeded by the run."""
+        from cnnviz.cli.common import parse_ints
+
+        result = Settings(optimizer=self.optimizer, iters=self.iters, lr=self.lr,
+                          scales=parse_ints(self.scales, "--scales"), seed=run.seed, **extra)
+        result.check()
+        return result
+
+
+def _option(name: str, default: Any, annotation: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _extend(
+    fn: Callable[..., Any], key: str, group: type, params: list[inspect.Parameter],
+) -> Callable[..., Any]:
+    """``fn`` with ``params`` added to its signature (for Typer), passed to it as one ``group`` object."""
+    signature = inspect.signature(fn, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != key]
+    defaults = {p.name: p.default for p in params}
+
+    @functools.wraps(fn)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        values = {name: kwargs.pop(name, default) for name, default in defaults.items()}
+        options = group(**values)
+        options.check()
+        result = fn(*args, **kwargs, **{key: options})
+        options.finish()
+        return result
+
+    command.__signature__ = signature.replace(parameters=[*own, *params])
+    command.__annotations__ = {}
+    return command
+
+
+def shared(model: str = "vgg16", out: Path = Path("cnnviz-out")) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the shared options (with its own default model and output folder) as ``run: Run``."""
+    params = [
+        _option("model", model, Annotated[str, _MODEL]),
+        _option("weights", None, Annotated[str | None, _WEIGHTS]),
+        _option("device", "auto", Annotated[str, _DEVICE]),
+        _option("threads", None, Annotated[int | None, _THREADS]),
+        _option("out", out, Annotated[Path, _OUT]),
+        _option("seed", 0, Annotated[int, _SEED]),
+        _option("quiet", False, Annotated[bool, _QUIET]),
+    ]
+    return lambda fn: _extend(fn, "run", Run, params)
+
+
+def optimizing(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the loop's options (with its own defaults) as ``loop: Loop``."""
+    params = [
+        _option("optimizer", optimizer, Annotated[str, typer.Option(help="lbfgs or adam.")]),
+        _option("iters", iters, Annotated[int, typer.Option(help="Iterations per scale.")]),
+        _option("lr", lr, Annotated[float | None, typer.Option(
+            help="Step size in [0,1] pixel units (default: 1 for L-BFGS, 0.02 for Adam).")]),
+        _option("scales", "", Annotated[str, typer.Option(help="Coarse-to-fine long sides before --size, e.g. '128,256'.")]),
+        _option("save_every", 0, Annotated[int, typer.Option(
+            help="Also save the latest image every N evaluations (0 = only at the end).")]),
+    ]
+    return lambda fn: _extend(fn, "loop", Loop, params)

@@ -1,4 +1,5 @@
-"""Render the loop's per-evaluation ``Step`` records as a Rich progress bar (the core never prints)."""
+"""Render the loop's per-evaluation ``Step`` records, and the images a scan has run, as Rich progress bars
+(the core never prints)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pathlib import Path
 
+from cnnviz.analyzers.patches import Tick
 from cnnviz.core.images import save_png
 from cnnviz.optimize import Step
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+    )
 
 
 @contextmanager
@@ -29,10 +38,7 @@ def progress(
     if quiet:
         yield save if every > 0 else None
         return
-    bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=False,
-    )
+    bar = _bar()
     task = bar.add_task(label, total=None, info="")
 
     def update(step: Step) -> None:
@@ -43,6 +49,29 @@ def progress(
         rate = step.evaluation / step.seconds if step.seconds > 0 else 0.0
         bar.update(task, total=step.total, completed=min(step.iteration, step.total),
                    info=f"{step.scale}px {terms} | {rate:.1f} eval/s")
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+@contextmanager
+def counting(label: str, quiet: bool) -> Iterator[Callable[[Tick], None] | None]:
+    """A callback that shows images done of the total and images per second (``None`` when quiet); the
+    bar appears after the first batch."""
+    if quiet:
+        yield None
+        return
+    bar = _bar()
+    task = bar.add_task(label, total=None, info="")
+
+    def update(tick: Tick) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        rate = tick.images / tick.seconds if tick.seconds > 0 else 0.0
+        bar.update(task, total=tick.total, completed=tick.images, info=f"{rate:.1f} images/s")
 
     try:
         yield update

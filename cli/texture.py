@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,57 +9,60 @@ import typer
 from cnnviz.analyzers.style import PAPER_TEXTURE_SETS
 from cnnviz.analyzers.texture import DEFAULT_LAYERS, texture
 from cnnviz.cli import common
-from cnnviz.cli.options import Device, Lr, Model, Optimizer, Out, Quiet, SaveEvery, Scales, Seed, Size, Threads, WeightsOpt
+from cnnviz.cli.options import Loop, Run, Size, optimizing, shared
 from cnnviz.cli.progress import progress
-from cnnviz.core.images import image_path, load_image
+from cnnviz.core.images import image_stem
 from cnnviz.errors import CnnvizError
 from cnnviz.gallery.grid import Cell, caption, draw_grid
 
 
+@shared(model="vgg16")
+@optimizing(optimizer="lbfgs", iters=300)
 def command(
-    sources: Annotated[list[str] | None, typer.Argument(help="Texture image file(s) or bundled names.")] = None,
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="Texture image file(s) or bundled names (see `cnnviz images`). Default: starry_night.")] = None,
     layers: Annotated[str, typer.Option(help="Comma list of layers whose Grams are matched.")] = ",".join(DEFAULT_LAYERS),
     layer_weights: Annotated[str, typer.Option(help="Comma list of w_l (default: equal).")] = "",
     layer_sets: Annotated[str | None, typer.Option(help="'paper': the grid of Gatys 2015 (up to conv1_1 ... pool4).")] = None,
     size: Size = 256,
-    source_size: Annotated[int | None, typer.Option(help="Long side the source is read at (default: --size).")] = None,
-    init: Annotated[str, typer.Option(help="noise, zeros, or an image file.")] = "noise",
-    optimizer: Optimizer = "lbfgs",
-    iters: Annotated[int, typer.Option(help="Iterations per scale.")] = 300,
-    lr: Lr = None,
-    scales: Scales = "",
-    seed: Seed = 0,
-    out: Out = Path("cnnviz-out"),
-    model: Model = "vgg16",
-    weights: WeightsOpt = None,
-    device: Device = "auto",
-    threads: Threads = None,
-    quiet: Quiet = False,
-    save_every: SaveEvery = 0,
+    source_size: Annotated[int | None, typer.Option(min=16, help="Long side the source is read at (default: --size).")] = None,
+    init: Annotated[str, typer.Option(help="noise, zeros, content (the source), or an image file.")] = "noise",
+    *,
+    run: Run,
+    loop: Loop,
 ) -> None:
-    """Synthesize a texture by matching Gram matrices (Gatys, Ecker & Bethge 2015)."""
-    out = common.check_out(out)
+    """Synthesize a texture by matching Gram matrices (Gatys, Ecker & Bethge 2015).
+
+    Examples:
+
+      cnnviz texture brick                             # a new brick wall, from noise
+
+      cnnviz texture starry_night brick --layer-sets paper   # the paper's grid, up to conv1_1 ... pool4
+    """
     if layer_sets not in (None, "paper"):
         raise CnnvizError(f"unknown --layer-sets '{layer_sets}' (choices: paper)")
-    settings = common.settings(optimizer, iters, lr, scales, seed)
-    hooked = common.model(model, weights, device, threads)
+    settings = loop.settings(run)
     sources = sources or ["starry_night"]
-    stems = [Path(image_path(s)).stem for s in sources]
-    sets = dict(PAPER_TEXTURE_SETS) if layer_sets else {"custom": tuple(hooked.table.parse(layers))}
+    stems = [image_stem(s) for s in sources]
     weights_list = list(common.parse_floats(layer_weights, "--layer-weights")) or None
+    hooked = run.load()
+    sets = dict(PAPER_TEXTURE_SETS) if layer_sets else {"custom": tuple(hooked.table.parse(layers))}
     rows = []
     for source, stem in zip(sources, stems):
-        row = [Cell(load_image(source, source_size or size), "source")]
+        row: list[Cell] = []
         for set_name, set_layers in sets.items():
             suffix = f"_{set_name}" if layer_sets else ""
-            path = out / f"texture_{stem}{suffix}.png"
-            with progress(f"texture {stem}{suffix}", quiet, path, save_every) as callback:
+            path = run.out / f"texture_{stem}{suffix}.png"
+            with progress(f"texture {stem}{suffix}", run.quiet, path, loop.save_every) as callback:
                 output = texture(hooked, source, layers=set_layers, layer_weights=weights_list, size=size,
                                  source_size=source_size, init=init, settings=settings, callback=callback)
-            png = common.save(output, path)
+            png = common.save(output, path, run)
+            if not row:
+                row.append(Cell(output.input, "source"))
             row.append(Cell(output.image, caption(output.record), png))
         rows.append(row)
     if layer_sets:
-        grid = draw_grid(rows, out / "texture_grid.png", col_titles=["source", *(f"up to {k}" for k in sets)],
-                         row_titles=stems, analyzer="texture", title=f"Texture synthesis, {hooked.name} ({hooked.weights.id}), {size}px")
-        common.console.print(f"wrote {grid}", highlight=False)
+        name = "_".join(dict.fromkeys(stems))
+        run.wrote(draw_grid(rows, run.out / f"texture_{name}_grid.png", col_titles=["source", *(f"up to {k}" for k in sets)],
+                            row_titles=stems, analyzer="texture",
+                            title=f"Texture synthesis, {hooked.name} ({hooked.weights.id}), {size}px"))

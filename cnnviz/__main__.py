@@ -1,3 +1,3 @@
-from cnnviz.cli.app import main
+from cnnviz.cli.main import main
 
 main()

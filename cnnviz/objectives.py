@@ -67,7 +67,7 @@ def alpha_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
 
 
 def l2_norm(x: Tensor) -> Tensor:
-    """Mean squared value, ‖I‖² / size (Simonyan et al. 2014's regulariser), on the model's input."""
+    """Mean squared value, ‖I‖² / size (Simonyan et al. 2014's regulariser)."""
     return x.pow(2).mean()
 
 

@@ -1,10 +1,15 @@
 """The one optimization loop shared by ascent, inversion, texture synthesis and style transfer.
 
 The image is optimised as RGB pixels in [0, 1] (the model's normalisation is part of the forward
-pass) and kept in range by projection: after every Adam step, and after every chunk of L-BFGS
-iterations (never inside the L-BFGS closure, whose line search needs one fixed function).
-Each function evaluation is reported to a callback as a ``Step``; SIGINT/SIGTERM stop the run
-and return the latest image marked interrupted; a NaN/inf loss stops it, keeping the last finite one.
+pass). The bound is part of the problem: L-BFGS minimises f(clip(x)), a function of its own iterate,
+so its line searches and curvature memory always describe the function being minimised (projecting
+every few iterations instead left curvature pairs of steps the projection undid, and restarting the
+memory after each projection lost more than it saved: both end at higher losses, see the note of
+issue 10). Adam steps are projected after each step. L-BFGS stops early when it makes no progress
+(a zero gradient, say): every run ends within its budget. Each function evaluation is reported to a callback as a ``Step``;
+SIGINT/SIGTERM stop the run and return the latest image marked interrupted; a NaN/inf loss stops it,
+keeping the last finite one. Randomness (jitter) comes from a local generator seeded by
+``Settings.seed``: torch's global generator is left alone.
 """
 
 from __future__ import annotations
@@ -104,7 +109,15 @@ class Settings:
         if self.jitter < 0:
             raise CnnvizError(f"--jitter must be >= 0, got {self.jitter}")
         if self.optimizer == "lbfgs" and (self.jitter or self.regularizers):
-            raise CnnvizError("jitter, blur, clip and decay need --optimizer adam (L-BFGS needs a fixed objective)")
+            raise CnnvizError(
+                "jitter, blur, clip and decay change the objective between steps, which L-BFGS cannot follow: "
+                "use --optimizer adam, or turn them off (--jitter 0 --blur 0 --clip-norm 0 --clip-contribution 0)"
+            )
+
+    @property
+    def step_size(self) -> float:
+        """The learning rate in use: ``lr``, or the optimizer's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
 @dataclass(frozen=True)
@@ -173,13 +186,13 @@ def optimize(
     as an image (the regularizers' reference point; black if not given).
     """
     settings.check()
-    torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     zero = torch.zeros_like(init[:, :, :1, :1]) if zero is None else zero
     stop = threading.Event()
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     sizes = _sizes(tuple(init.shape[-2:]), settings.scales)
+    total_iters = settings.iters * len(sizes)
     image = resize(init, sizes[0]).detach().clone()
     latest: dict = {"image": image.clone(), "losses": {}, "iteration": 0}
     error = None
@@ -192,12 +205,11 @@ def optimize(
                 image = resize(latest["image"], size).detach().clone()
             objective = problem(size)
             param = image.requires_grad_(True)
-            lr = settings.lr if settings.lr is not None else DEFAULT_LR[settings.optimizer]
             if settings.optimizer == "adam":
-                optimizer = torch.optim.Adam([param], lr=lr)
+                optimizer = torch.optim.Adam([param], lr=settings.step_size)
             else:
                 optimizer = torch.optim.LBFGS(
-                    [param], lr=lr, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
+                    [param], lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
                     tolerance_grad=0.0, tolerance_change=0.0,
                 )
 
@@ -206,7 +218,7 @@ def optimize(
                 if stop.is_set():
                     raise _Abort
                 optimizer.zero_grad(set_to_none=True)
-                shifted = param
+                shifted = param.clamp(0, 1) if settings.optimizer == "lbfgs" else param
                 if settings.jitter:
                     dy, dx = torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator).tolist()
                     shifted = torch.roll(param, shifts=(dy, dx), dims=(-2, -1))
@@ -220,31 +232,37 @@ def optimize(
                 if not param.grad.is_contiguous():
                     param.grad = param.grad.contiguous()  # channels-last layers may return strided grads; L-BFGS views them flat
                 evaluations += 1
-                iteration = base + (_lbfgs_iterations(optimizer) if settings.optimizer == "lbfgs" else done + 1)
-                latest.update(image=param.detach().clone(), losses=values, iteration=iteration)
+                iteration = base + done + (max(1, _lbfgs_iterations(optimizer, at_least=0) - chunk_start) if settings.optimizer == "lbfgs" else 1)
+                latest.update(image=param.detach().clamp(0, 1), losses=values, iteration=iteration)
                 record = {"evaluation": evaluations, "iteration": iteration, "scale": max(size), "loss": total, **values}
                 history.append(record)
                 if callback:
-                    callback(Step(evaluations, iteration, settings.iters, max(size), values, total,
+                    callback(Step(evaluations, iteration, total_iters, max(size), values, total,
                                   time.perf_counter() - start, latest["image"]))
                 return loss
 
             done = 0
+            chunk_start = 0
             base = latest["iteration"]
             try:
                 while done < settings.iters:
                     if settings.optimizer == "lbfgs":
                         optimizer.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, settings.iters - done)
+                        chunk_start = _lbfgs_iterations(optimizer, at_least=0)
                         optimizer.step(closure)
-                        done = optimizer.state[param]["n_iter"]
+                        advanced = _lbfgs_iterations(optimizer, at_least=0) - chunk_start
+                        if advanced == 0:
+                            break
+                        done += advanced
                     else:
                         optimizer.step(closure)
                         done += 1
                     with torch.no_grad():
                         for regularizer in settings.regularizers:
                             param.copy_(regularizer(param, param.grad, zero, done))
-                        param.clamp_(0, 1)
-                    latest["image"] = param.detach().clone()
+                        if settings.optimizer == "adam":
+                            param.clamp_(0, 1)
+                    latest["image"] = param.detach().clamp(0, 1)
                     if stop.is_set():
                         raise _Abort
             except _Abort as abort:
@@ -258,7 +276,7 @@ def optimize(
     )
 
 
-def _lbfgs_iterations(optimizer: torch.optim.Optimizer) -> int:
-    """The iteration L-BFGS is in at this scale (it counts its own)."""
+def _lbfgs_iterations(optimizer: torch.optim.Optimizer, at_least: int = 1) -> int:
+    """The iterations L-BFGS has counted since its memory was last (re)started."""
     state = next(iter(optimizer.state.values()), {})
-    return max(1, int(state.get("n_iter", 0)))
+    return max(at_least, int(state.get("n_iter", 0)))

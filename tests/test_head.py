@@ -76,13 +76,12 @@ def test_model_names_with_heads():
 
 
 def test_cli_head_train_writes_weights_and_sidecar(tmp_path):
-    out = tmp_path / "h.safetensors"
     result = run_cli("head", "train", "brick", "starry_night", "--image-size", "96", "--crop", "48", "--train-crops", "2",
-                     "--test-crops", "2", "--epochs", "5", "--device", "cpu", "--out", str(out))
+                     "--test-crops", "2", "--epochs", "5", "--device", "cpu", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "held-out accuracy" in result.stderr
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads((tmp_path / "vgg16_head.json").read_text())
     assert record["params"]["classes"] == ["brick", "starry_night"] and 0 <= record["params"]["accuracy"] <= 1
-    bad = run_cli("head", "train", "brick", "--out", str(tmp_path / "h.pth"))
+    bad = run_cli("head", "train", "brick", "--epochs", "0", "--out", str(tmp_path))
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.json", "h.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vgg16_head.json", "vgg16_head.safetensors"]

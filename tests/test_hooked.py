@@ -76,3 +76,21 @@ def test_meta_device_needs_no_memory():
 
     assert resolve_device("meta").type == "meta"
     assert resolve_device("auto").type == "cpu"
+
+
+def test_a_module_called_twice_has_one_name_per_call():
+    """torchvision ResNet reuses each block's relu: layer1.0.relu (first call) and layer1.0.relu_1 (second)
+    are different tensors, and each name gives the same tensor asked alone or with later layers."""
+    from cnnviz.core.hooked import load_model
+
+    model = load_model("resnet18", weights="random", device="cpu")
+    assert {"layer1.0.relu", "layer1.0.relu_1", "layer4.1.relu_1"} <= set(model.table.names())
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        alone = model(x, ["layer1.0.relu"])["layer1.0.relu"]
+        both = model(x, ["layer1.0.relu", "layer2.0.conv1"])
+        second = model(x, ["layer1.0.relu_1"])["layer1.0.relu_1"]
+        block = model(x, ["layer1.0"])["layer1.0"]
+    torch.testing.assert_close(alone, both["layer1.0.relu"])
+    assert not torch.allclose(alone, second)
+    torch.testing.assert_close(second, block)

@@ -49,14 +49,14 @@ def test_modes(tmp_path, mode):
 
 
 def test_16_bit_keeps_its_range(tmp_path):
-    gray = np.full((8, 8), 40000, np.uint16)
+    gray = np.full((16, 16), 40000, np.uint16)
     Image.fromarray(gray).save(tmp_path / "g.png")
     x = load_image(tmp_path / "g.png")
     assert abs(float(x.mean()) - 40000 / 65535) < 1e-3
 
 
 def test_transparent_pixels_become_white():
-    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    rgba = Image.new("RGBA", (16, 16), (0, 0, 0, 0))
     assert float(load_image(rgba).min()) == 1.0
 
 
@@ -78,7 +78,7 @@ def test_unknown_image_is_a_clear_error(tmp_path):
 
 
 def test_save_png_is_atomic_and_roundtrips(tmp_path):
-    x = torch.rand(1, 3, 9, 11)
+    x = torch.rand(1, 3, 17, 19)
     path = save_png(x, tmp_path / "sub" / "out.png")
     assert sorted(p.name for p in path.parent.iterdir()) == ["out.png"]
     assert path.stat().st_mode & 0o044 == 0o044  # readable by others, as a normal file
@@ -89,3 +89,28 @@ def test_save_png_is_atomic_and_roundtrips(tmp_path):
 def test_normalization_roundtrip(convention):
     x = torch.rand(2, 3, 5, 5)
     torch.testing.assert_close(convention.denormalize(convention.normalize(x)), x, atol=1e-5, rtol=1e-5)
+
+
+def test_every_analyzer_input_kind_gives_the_same_tensor(tmp_path):
+    from cnnviz.core.images import as_image, image_path
+
+    path = image_path("coffee")
+    reference = as_image("coffee", 64)
+    for source in (path, str(path), Image.open(path)):
+        torch.testing.assert_close(as_image(source, 64), reference)
+    torch.testing.assert_close(as_image(load_image("coffee")[0], 64), reference)
+
+
+def test_degenerate_images_and_sizes_are_refused(tmp_path):
+    from cnnviz.core.images import as_image
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    with pytest.raises(CnnvizError, match="at least 16 px"):
+        load_image(tmp_path / "dot.png", 256)
+    for size in (0, -3, 8, 2.5):
+        with pytest.raises(CnnvizError, match="at least 16 pixels"):
+            as_image("coffee", size)
+    with pytest.raises(CnnvizError, match="one image at a time"):
+        as_image(torch.rand(2, 3, 32, 32))
+    with pytest.raises(CnnvizError, match=r"in \[0, 1\]"):
+        as_image(torch.full((1, 3, 32, 32), float("nan")))

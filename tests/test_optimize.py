@@ -7,6 +7,7 @@ from cnnviz.analyzers.inversion import invert
 from cnnviz.core.images import resize
 from cnnviz.objectives import Objective, Term, feature_loss, targets, tv_loss
 from cnnviz.optimize import Blur, Clip, Decay, Settings, optimize
+from cnnviz.core.hooked import load_model
 from cnnviz.errors import CnnvizError
 
 
@@ -106,3 +107,49 @@ def test_top_level_api_takes_a_model_name_or_a_loaded_model(vgg):
     torch.testing.assert_close(by_name.image, loaded.image)
     assert by_name.record.analyzer == "invert" and by_name.record.model == "vgg16"
 
+
+def test_the_five_analyzers_share_one_shape():
+    import inspect
+
+    import cnnviz
+    from cnnviz.analyzers.common import Output
+
+    first = {"saliency": "image", "ascent": "target", "invert": "image", "texture": "image", "transfer": "image"}
+    for name, argument in first.items():
+        parameters = inspect.signature(getattr(cnnviz, name)).parameters
+        assert list(parameters)[0] == argument, name
+        assert {"model", "weights", "device", "size"} <= set(parameters), name
+        assert parameters["size"].default == 256 and parameters["model"].default in ("vgg16", "efficientnet_lite0")
+    assert inspect.signature(cnnviz.invert).return_annotation in (Output, "Output")
+
+
+def test_lbfgs_ends_within_its_budget_when_the_gradient_is_exactly_zero(vgg):
+    """invert from the content itself with no prior: the gradient is zero at the start."""
+    output = invert(vgg, "coffee", "relu2_1", size=32, init="content", tv_weight=0.0, settings=Settings(iters=20))
+    assert len(output.record.history) <= 20 * 2 and output.record.losses["feature"] == 0
+
+
+def test_lbfgs_minimises_the_clipped_image_and_reports_its_loss(vgg):
+    """The loss of the returned image is the last reported one: the bound is part of the problem."""
+    reference = torch.rand(1, 3, 32, 32)
+    problem = _inversion_problem(vgg, reference)
+    result = optimize(problem, torch.full_like(reference, 0.5), Settings(iters=15))
+    with torch.no_grad():
+        final = float(problem((32, 32))(result.image)["feature"])
+    assert final == pytest.approx(result.losses["feature"], rel=1e-4)
+
+
+def test_the_global_generator_is_left_alone(vgg):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    invert(vgg, "coffee", "relu1_1", size=32, settings=Settings(optimizer="adam", iters=2, seed=3, jitter=2))
+    load_model("resnet18", weights="random", device="cpu", seed=5)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_progress_counts_every_scale_and_the_record_holds_the_step_size(vgg):
+    steps = []
+    output = invert(vgg, "coffee", "relu1_1", size=64, settings=Settings(iters=3, scales=(32,)), callback=steps.append)
+    assert steps[0].total == 6 and steps[-1].iteration <= 6 and steps[-1].iteration > 3
+    assert output.record.params["lr"] == 1.0

@@ -2,10 +2,10 @@
 
 S is a ``Target``: a class score (pre-softmax logits), a channel's mean activation or one neuron.
 The image starts at the model's zero input (its mean colour: Simonyan et al.'s zero image) and the
-one loop minimises −S(I)/g + λ·mean((N(I)/s)²) with Adam, where N is the model's input normalisation
-and s its pixel scale (255 for Caffe weights): the L2 penalty measures the image's distance from
-the mean colour in [0, 1] pixel units on Caffe models (in std units on torchvision's ImageNet
-convention). g (``gradient_scale``) is the size of S's gradient at the start, so that one λ suits
+one loop minimises −S(I)/g + λ·mean((I − I₀)²) with Adam, where I₀ is that zero image: the L2
+penalty measures the distance from the model's mean colour in [0, 1] pixel units, whatever the
+model's input convention (Caffe BGR 0–255, ImageNet mean/std, TF's [−1, 1]), so one λ suits every
+model. g (``gradient_scale``) is the size of S's gradient at the start, so that one λ suits
 every target, whose scores differ by orders of magnitude, and every image size: at the start S
 pushes each pixel as hard as the penalty pulls a pixel 1/(2λ) away from the mean colour.
 ``init_noise`` adds seeded Gaussian noise to the start, for networks whose gradient is zero at the
@@ -22,6 +22,7 @@ of relu3_3 are off everywhere. The record's scores are those of the target itsel
 from __future__ import annotations
 
 from collections.abc import Callable
+import math
 from dataclasses import replace
 
 import torch
@@ -29,23 +30,26 @@ import torch
 from cnnviz.analyzers.common import Output, record, zero_image
 from cnnviz.analyzers.target import Target, is_class, resolve_target
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import resize
+from cnnviz.core.memory import check_fits
+from cnnviz.core.images import check_size, resize
 from cnnviz.errors import CnnvizError
 from cnnviz.objectives import Objective, Term, l2_norm
 from cnnviz.optimize import Blur, Clip, Decay, Settings, Step, optimize
 
 DEFAULT_L2 = 2.0
 DEFAULT_ITERS = 200
-DEFAULT_LR = 0.03
-DEFAULT_BLUR = Blur(sigma=1.0, every=4)
+DEFAULT_LR = 0.05
+DEFAULT_BLUR = Blur(sigma=0.5, every=4)
 DEFAULT_CLIP = Clip(norm_pct=10.0, contribution_pct=10.0)
 DEFAULT_JITTER = 4
 ROWS = ("none", "L2", "L2+blur", "L2+blur+clip", "+jitter")
 
 
 def default_settings(**changes) -> Settings:
-    """Adam from the zero image with the defaults above (no per-step regularizer)."""
-    return replace(Settings(optimizer="adam", iters=DEFAULT_ITERS, lr=DEFAULT_LR), **changes)
+    """Adam from the zero image with every regularizer on (blur, clip, jitter: the grid's last row),
+    as the CLI runs it."""
+    return replace(Settings(optimizer="adam", iters=DEFAULT_ITERS, lr=DEFAULT_LR, jitter=DEFAULT_JITTER,
+                            regularizers=(DEFAULT_BLUR, DEFAULT_CLIP)), **changes)
 
 
 def row(
@@ -102,38 +106,46 @@ def score(model: HookedModel, target: Target, image: torch.Tensor) -> float:
 
 def ascend(
     model: HookedModel,
-    cls: str | int | None = None,
+    target: str | int | None = None,
     *,
     layer: str | None = None,
     channel: str | int | None = None,
     y: int | None = None,
     x: int | None = None,
-    size: int = 224,
+    size: int = 256,
     l2_weight: float = DEFAULT_L2,
     init_noise: float = 0.0,
     settings: Settings | None = None,
     callback: Callable[[Step], None] | None = None,
 ) -> Output:
-    """Maximise a class score, or a channel (its mean, or its neuron at y, x) of ``layer``, from the
-    zero image (size × size); returns the image and its record."""
+    """Maximise a class score (``target``: a class name or index), or a channel (its mean, or its neuron
+    at y, x) of ``layer``, from the zero image (size × size); returns the image and its record. The
+    progress callback sees the target's real score S, not the normalised loss."""
     settings = settings or default_settings()
-    if l2_weight < 0 or init_noise < 0:
-        raise CnnvizError(f"--l2 and --init-noise must be at least 0, got {l2_weight} and {init_noise}")
-    target = target_for(model, size, cls, layer, channel, y, x)
+    check_size(size)
+    if not (l2_weight >= 0 and init_noise >= 0 and math.isfinite(l2_weight) and math.isfinite(init_noise)):
+        raise CnnvizError(f"--l2 and --init-noise must be finite and at least 0, got {l2_weight} and {init_noise}")
+    goal = target_for(model, size, target, layer, channel, y, x)
+    check_fits(model, [goal.layer], (size, size), settings.optimizer)
     zero = zero_image(model, (1, 3, 1, 1))
     generator = torch.Generator().manual_seed(settings.seed)
     noise = init_noise * torch.randn((1, 3, size, size), generator=generator).to(model.device)
     start = (zero_image(model, (1, 3, size, size)) + noise).clamp(0, 1)
-    climb = climbed(model, target)
+    climb = climbed(model, goal)
+    scales: list[float] = []
 
     def problem(shape: tuple[int, int]) -> Objective:
-        scale = gradient_scale(model, climb, resize(start, shape))
+        scales.append(gradient_scale(model, climb, resize(start, shape)))
         return Objective(model, [
-            Term("score", -1.0 / scale, (climb.layer,), lambda acts, x: climb.score(acts).mean()),
-            Term("l2", l2_weight, (), lambda acts, x: l2_norm(model.normalize(x) / model.convention.scale)),
+            Term("score", -1.0 / scales[-1], (climb.layer,), lambda acts, x: climb.score(acts).mean()),
+            Term("l2", l2_weight, (), lambda acts, x: l2_norm(x - zero)),
         ])
 
-    result = optimize(problem, start, settings, callback, zero=zero)
-    params = {"size": size, "l2_weight": l2_weight, **target.params(), "climbed_layer": climb.layer, "init_noise": init_noise,
-              "score_start": score(model, target, start), "score": score(model, target, result.image)}
-    return Output(result.image, record("ascent", model, [target.layer], params, settings, result))
+    def report(step: Step) -> None:
+        losses = {"S": -step.losses["score"] * scales[-1], **{k: v for k, v in step.losses.items() if k != "score"}}
+        callback(replace(step, losses=losses))
+
+    result = optimize(problem, start, settings, report if callback else None, zero=zero)
+    params = {"size": size, "l2_weight": l2_weight, **goal.params(), "climbed_layer": climb.layer, "init_noise": init_noise,
+              "score_start": score(model, goal, start), "score": score(model, goal, result.image)}
+    return Output(result.image, record("ascent", model, [goal.layer], params, settings, result))

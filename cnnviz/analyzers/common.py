@@ -17,12 +17,14 @@ from cnnviz.optimize import Result, Settings
 
 @dataclass
 class Output:
-    """An analyzer's image (1, 3, H, W) in [0, 1], the record its sidecar holds, and optionally the
-    raw values the image displays (a saliency map's gradient, for example)."""
+    """What every analyzer returns: its image (1, 3, H, W) in [0, 1], the record its sidecar holds,
+    optionally the raw values the image displays (a saliency map's gradient, for example) and the
+    input image it analysed, as the analyzer saw it (resized)."""
 
     image: Tensor
     record: Record
     raw: Tensor | None = None
+    input: Tensor | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write the PNG, the raw values as .npy if any, and the JSON sidecar (each atomically); returns the PNG path."""
@@ -81,7 +83,7 @@ def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[st
             **params,
             "optimizer": settings.optimizer,
             "iters": settings.iters,
-            "lr": settings.lr,
+            "lr": settings.step_size,
             "scales": list(settings.scales),
             "jitter": settings.jitter,
             "regularizers": [repr(r) for r in settings.regularizers],

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from cnnviz.analyzers.common import Output, initial_image, record
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import load_image, resize
+from cnnviz.core.memory import check_fits
+from cnnviz.core.images import ImageSource, as_image, resize, source_name
 from cnnviz.objectives import Objective, Term, alpha_norm, feature_loss, targets, tv_loss
 from cnnviz.optimize import Settings, Step, optimize
 
@@ -24,7 +25,7 @@ def relative_error(model: HookedModel, image: Tensor, reference: Tensor, layer: 
 
 def invert(
     model: HookedModel,
-    image: str | Tensor = "astronaut",
+    image: ImageSource = "astronaut",
     layer: str = "relu4_3",
     *,
     size: int = 256,
@@ -38,8 +39,9 @@ def invert(
 ) -> Output:
     """Reconstruct ``image`` from its features at ``layer``; returns the image and its record."""
     settings = settings or Settings()
-    model.table.get(layer)
-    reference = load_image(image, size, model.device) if isinstance(image, str) else resize(image.to(model.device), size)
+    layer = model.table.get(layer).name
+    reference = as_image(image, size, model.device)
+    check_fits(model, [layer], reference.shape, settings.optimizer)
 
     def problem(shape: tuple[int, int]) -> Objective:
         phi0 = targets(model, resize(reference, shape), [layer])[layer]
@@ -52,8 +54,8 @@ def invert(
     start = initial_image(init, reference, model, settings.seed)
     result = optimize(problem, start, settings, callback)
     params = {
-        "image": image if isinstance(image, str) else "tensor", "size": size, "tv_weight": tv_weight,
+        "image": source_name(image), "size": size, "tv_weight": tv_weight,
         "tv_beta": tv_beta, "alpha_weight": alpha_weight, "alpha": alpha, "init": init,
         "relative_error": relative_error(model, result.image, reference, layer),
     }
-    return Output(result.image, record("invert", model, [layer], params, settings, result))
+    return Output(result.image, record("invert", model, [layer], params, settings, result), input=reference)

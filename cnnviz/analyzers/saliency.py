@@ -1,42 +1,62 @@
-"""Saliency maps: the gradient of a target with respect to the image under three ReLU backward rules.
+"""Saliency maps: what in an image a class score (or a channel, or one neuron) responds to.
 
-- ``backprop``: the plain gradient (Simonyan et al. 2014), captum's ``Saliency(abs=False)``;
-- ``deconvnet``: each ReLU passes the positive part of its upstream gradient, wherever its input
-  was (Zeiler & Fergus 2014, as a backward rule in Springenberg et al. 2015), ``Deconvolution``;
-- ``guided``: each ReLU passes the positive upstream gradient where its input was positive
-  (Springenberg et al. 2015), ``GuidedBackprop``;
-- ``guided-gradcam``: the guided map times the Grad-CAM map of a late layer, bilinearly upsampled
-  (Selvaraju et al. 2017), ``GuidedGradCam``. Grad-CAM weights each channel of that layer by the
-  mean of the target's gradient over its positions and keeps the positive part of the weighted sum:
-  it says where, the guided map says what.
+The three ReLU backward rules (Springenberg et al. 2015), from captum:
+- ``backprop``: the plain, signed gradient ∂S/∂x (``Saliency(abs=False)``);
+- ``deconvnet``: each ReLU passes the positive part of its upstream gradient, wherever its input was
+  (Zeiler & Fergus 2014 as a backward rule), ``Deconvolution``. Its only link to the image is the
+  max-pooling switches: on a network without max-pooling (EfficientNet) the map is the same for
+  every image of a size, a regular grid from the strided convolutions;
+- ``guided``: each ReLU passes the positive upstream gradient where its input was positive,
+  ``GuidedBackprop``.
+What users of attribution tools expect beside them:
+- ``simonyan``: Simonyan et al. 2014's map, max over colour channels of |∂S/∂x|;
+- ``smoothgrad``: the same map averaged over noisy copies of the image (Smilkov et al. 2017), captum
+  ``NoiseTunnel`` with seeded noise;
+- ``integrated-gradients``: ∫ ∂S/∂x along the line from a black image (Sundararajan et al. 2017), captum
+  ``IntegratedGradients``; shown as |Σ_c attribution|;
+- ``gradcam``: ReLU(Σ_k α_k A^k) at a late spatial layer A, α_k the mean gradient of S over channel k's
+  positions (Selvaraju et al. 2017), bilinearly upsampled and laid over the photo as a heat map;
+- ``guided-gradcam``: the guided map times the Grad-CAM map: Grad-CAM says where, guided backprop what.
 
-Maps are gradients with respect to the RGB image in [0, 1], not the model's normalised input: the
-normalisation is part of the differentiated function, so a map's channels are R, G, B whatever the
-model's convention (Caffe's BGR 0–255 included). Captum overrides the gradients of the ``nn.ReLU``
-modules with hooks and removes them after each call. The rules apply at every ReLU up to and
-including the target's layer; Zeiler & Fergus instead project the target layer's activations down.
+captum rewrites the backward pass of ``nn.ReLU`` modules only; ReLU6 (EfficientNet-Lite's activation,
+an ``nn.Hardtanh``) gets the same rule here, from our own backward hooks, so a rule holds at every
+activation of the network. Maps are gradients with respect to the RGB image in [0, 1]: the model's
+normalisation is part of the differentiated function, so channels are R, G, B whatever the convention.
+Grad-CAM is computed on the hooked core's activations, so it works on any named layer, including one
+call of a module that runs several times per forward.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import matplotlib
 import torch
-from captum.attr import Deconvolution, GuidedBackprop, GuidedGradCam, Saliency
+import torch.nn.functional as F
+from captum.attr import Deconvolution, GuidedBackprop, IntegratedGradients, NoiseTunnel, Saliency
 from torch import Tensor, nn
 
 from cnnviz.analyzers.common import Output, model_record
-from cnnviz.analyzers.target import Target, resolve_target
+from cnnviz.analyzers.target import Target, resolve_target, top_classes
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import load_image, resize
+from cnnviz.core.images import ImageSource, as_image, source_name
+from cnnviz.core.memory import check_fits
+from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError, unknown
 
 RULES = ("backprop", "deconvnet", "guided")
+GRADCAM = "gradcam"
 GUIDED_GRADCAM = "guided-gradcam"
-METHODS = (*RULES, GUIDED_GRADCAM)
+METHODS = ("backprop", "simonyan", "deconvnet", "guided", "smoothgrad", "integrated-gradients", GRADCAM, GUIDED_GRADCAM)
 DISPLAY_PERCENTILE = 99.5
+SMOOTHGRAD_SAMPLES = 16
+SMOOTHGRAD_STD = 0.15
+IG_STEPS = 32
+_MAGNITUDE = {"simonyan", "smoothgrad", "integrated-gradients"}
+BATCH = {"smoothgrad": 4, "integrated-gradients": 8}
 
 
 class _Score(nn.Module):
@@ -53,97 +73,179 @@ class _Score(nn.Module):
         return self.target.score(self.model(image, [self.target.layer]))
 
 
-def cam_layer(model: HookedModel, target: Target) -> str:
-    """Grad-CAM's default layer: the last ReLU at or before the target's layer (VGG-16's relu5_3 for a
-    class); for networks without the papers' names, the last convolution (their ReLU modules may be
-    called more than once per forward), else the last ReLU."""
+def _is_clipped_relu(module: nn.Module) -> bool:
+    """ReLU6 and any Hardtanh(0, t): a ReLU with a ceiling, which captum leaves alone."""
+    return isinstance(module, nn.Hardtanh) and module.min_val == 0
+
+
+@contextmanager
+def clipped_relu_rule(net: nn.Module, rule: str) -> Iterator[int]:
+    """Apply ``rule``'s ReLU backward rule (``deconvnet``: ReLU of the upstream gradient; ``guided``:
+    ReLU of the gradient the activation passes) at every clipped ReLU of ``net``; yields their number.
+    Hooks are removed on exit."""
+    handles = []
+
+    def deconvnet(_module: nn.Module, _grad_in: tuple, grad_out: tuple) -> tuple:
+        return (F.relu(grad_out[0]),)
+
+    def guided(_module: nn.Module, grad_in: tuple, _grad_out: tuple) -> tuple:
+        return (F.relu(grad_in[0]),)
+
+    try:
+        if rule in ("deconvnet", "guided"):
+            for module in net.modules():
+                if _is_clipped_relu(module):
+                    handles.append(module.register_full_backward_hook(deconvnet if rule == "deconvnet" else guided))
+        yield len(handles)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def spatial_layers(model: HookedModel, image: Tensor, target: Target) -> dict[str, Tensor]:
+    """Activations of every layer up to the target's (all layers for a class) that keep a spatial map."""
     names = model.table.names()
     if target.layer in names:
         names = names[: names.index(target.layer) + 1]
-    kinds = {name: model.table.get(name).kind for name in names}
-    for kind in ("relu", "conv") if model.spec.is_vgg else ("conv", "relu"):
-        late = [name for name in names if kinds[name] == kind]
-        if late:
-            return late[-1]
-    raise CnnvizError(f"{model.name} has no convolution or ReLU up to {target.layer} for Grad-CAM")
+    with torch.no_grad():
+        acts = model(image, names)
+    return {name: act for name, act in acts.items() if act.dim() == 4}
 
 
-def gradient(model: HookedModel, image: Tensor, target: Target, rule: str = "guided", gradcam_layer: str | None = None) -> Tensor:
-    """∂ target / ∂ image under ``rule``, for ``image`` (B, 3, H, W) in [0, 1]; the same shape.
-    ``gradcam_layer`` is guided Grad-CAM's layer (default: ``cam_layer``)."""
-    if rule not in METHODS:
-        raise unknown("saliency rule", rule, METHODS)
+def cam_layer(model: HookedModel, target: Target, image: Tensor | None = None) -> str:
+    """Grad-CAM's default layer: the last spatial (4-D) ReLU at or before the target's layer (VGG-16's
+    relu5_3 for a class, never a fully-connected relu7), else the last spatial layer of any kind."""
+    probe = image if image is not None else torch.zeros(1, 3, 224, 224, device=model.device)
+    spatial = list(spatial_layers(model, probe, target))
+    relus = [name for name in spatial if model.table.get(name).kind == "relu"]
+    if relus or spatial:
+        return (relus or spatial)[-1]
+    raise CnnvizError(f"{model.name} has no spatial layer up to {target.layer} for Grad-CAM")
+
+
+def gradcam(model: HookedModel, image: Tensor, target: Target, layer: str) -> Tensor:
+    """The Grad-CAM map (B, 1, H, W) of ``target`` at ``layer``, upsampled bilinearly to the image."""
+    x = image.detach().requires_grad_(True)
+    acts = model(x, [layer, target.layer])
+    activation = acts[layer]
+    if activation.dim() != 4:
+        raise CnnvizError(f"Grad-CAM needs a spatial layer, but {layer} has shape {tuple(activation.shape)}")
+    (grad,) = torch.autograd.grad(target.score(acts).sum(), activation)
+    cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1, keepdim=True))
+    return F.interpolate(cam.detach(), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators (captum's noise draws from them) and restore their state afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def gradient(
+    model: HookedModel, image: Tensor, target: Target, method: str = "guided", gradcam_layer: str | None = None, seed: int = 0,
+) -> Tensor:
+    """The raw map of ``method`` for ``image`` (1, 3, H, W) in [0, 1]: (1, 3, H, W) for the gradient
+    rules, integrated gradients and guided Grad-CAM; (1, 1, H, W) for simonyan, smoothgrad and gradcam."""
+    if method not in METHODS:
+        raise unknown("saliency method", method, METHODS)
     score = _Score(model, target)
-    image = image.detach().to(model.device).requires_grad_(True)
+    image = image.detach().to(model.device)
+    if method == GRADCAM:
+        return gradcam(model, image, target, gradcam_layer or cam_layer(model, target, image))
+    if method == GUIDED_GRADCAM:
+        cam = gradcam(model, image, target, gradcam_layer or cam_layer(model, target, image))
+        return gradient(model, image, target, "guided") * cam
+    x = image.clone().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        if rule == "backprop":
-            return Saliency(score).attribute(image, abs=False).detach()
-        if rule == GUIDED_GRADCAM:
-            module = model.module(gradcam_layer or cam_layer(model, target))
-            return GuidedGradCam(score, module).attribute(image, interpolate_mode="bilinear").detach()
-        method = Deconvolution(score) if rule == "deconvnet" else GuidedBackprop(score)
-        return method.attribute(image).detach()
+        if method in ("backprop", "simonyan"):
+            grad = Saliency(score).attribute(x, abs=method == "simonyan").detach()
+            return grad.amax(dim=1, keepdim=True) if method == "simonyan" else grad
+        if method == "smoothgrad":
+            with _seeded(seed, model.device):
+                grad = NoiseTunnel(Saliency(score)).attribute(
+                    x, nt_type="smoothgrad", nt_samples=SMOOTHGRAD_SAMPLES, nt_samples_batch_size=BATCH[method], stdevs=SMOOTHGRAD_STD,
+                )
+            return grad.detach().amax(dim=1, keepdim=True)
+        if method == "integrated-gradients":
+            return IntegratedGradients(score).attribute(x, baselines=torch.zeros_like(x), n_steps=IG_STEPS,
+                                                        internal_batch_size=BATCH[method]).detach()
+        with clipped_relu_rule(model.net, method):
+            explainer = Deconvolution(score) if method == "deconvnet" else GuidedBackprop(score)
+            return explainer.attribute(x).detach()
 
 
-def display(grad: Tensor) -> Tensor:
-    """A map as an RGB picture in [0, 1]: 0.5 + 0.5·g/p, clipped, where p is the 99.5th percentile of
-    |g| over the map (each map scaled on its own; like Captum's visualisation, the top 0.5% outliers
-    saturate). Grey is zero; a colour brighter or darker than grey is a positive or negative gradient."""
-    p = torch.quantile(grad.abs().flatten().float(), DISPLAY_PERCENTILE / 100).clamp_min(1e-12)
-    return (0.5 + 0.5 * grad / p).clamp(0, 1)
+def _percentile(values: Tensor) -> Tensor:
+    return torch.quantile(values.flatten().float(), DISPLAY_PERCENTILE / 100).clamp_min(1e-12)
 
 
-@dataclass
-class Maps:
-    """An image (1, 3, H, W) in [0, 1], the target its maps explain, and one ``Output`` per rule."""
-
-    image: Tensor
-    target: Target
-    outputs: dict[str, Output]
+def display(raw: Tensor, method: str, photo: Tensor) -> Tensor:
+    """A map as an RGB picture in [0, 1], each scaled on its own with its top 0.5 % clipped so faint
+    structure shows. Signed maps (gradient rules, guided Grad-CAM): 0.5 + 0.5·g/p, grey is zero.
+    Magnitude maps (simonyan, smoothgrad, integrated gradients): white on black, |g|/p.
+    Grad-CAM: the 'jet' heat map blended half and half with the photo, as in Selvaraju et al."""
+    if method == GRADCAM:
+        heat = (raw[0, 0] / raw.max().clamp_min(1e-12)).cpu().numpy()
+        colours = torch.from_numpy(matplotlib.colormaps["jet"](heat)[..., :3]).float().permute(2, 0, 1)
+        return (0.5 * photo + 0.5 * colours.unsqueeze(0).to(photo.device)).clamp(0, 1)
+    if method in _MAGNITUDE:
+        magnitude = raw.sum(dim=1, keepdim=True).abs() if raw.shape[1] == 3 else raw.abs()
+        return (magnitude / _percentile(magnitude)).clamp(0, 1).expand(-1, 3, -1, -1)
+    return (0.5 + 0.5 * raw / _percentile(raw.abs())).clamp(0, 1)
 
 
 def saliency(
     model: HookedModel,
-    image: str | Tensor = "astronaut",
+    image: ImageSource = "chelsea",
+    target: str | int | None = None,
     *,
-    cls: str | int | None = None,
     layer: str | None = None,
     channel: str | int | None = None,
     y: int | None = None,
     x: int | None = None,
-    size: int | None = 224,
-    rules: tuple[str, ...] = METHODS,
+    method: str = "guided",
+    size: int | None = 256,
     gradcam_layer: str | None = None,
-) -> Maps:
-    """Saliency maps of one image for a class (default: its top class) or a channel/neuron of a layer.
-
-    ``size`` sets the long side (None: keep a tensor's size). Each ``Output`` holds the displayed map
-    as its image and the raw gradient (3, H, W) as ``raw``.
-    """
-    for rule in rules:
-        if rule not in METHODS:
-            raise unknown("saliency rule", rule, METHODS)
-    picture = load_image(image, size, model.device) if isinstance(image, str) else image.to(model.device)
-    if size is not None:
-        picture = resize(picture, size)
-    target = resolve_target(model, picture, cls, layer, channel, y, x)
-    if GUIDED_GRADCAM in rules:
-        gradcam_layer = gradcam_layer or cam_layer(model, target)
-        names = model.table.names()
-        if model.table.get(gradcam_layer).name not in names or (
-                target.layer in names and names.index(gradcam_layer) > names.index(target.layer)):
-            raise CnnvizError(f"the Grad-CAM layer {gradcam_layer} must come before the target's layer {target.layer}")
+    seed: int = 0,
+) -> Output:
+    """The ``method`` map of one image for a class (``target``: a name, an index or 'top', the default)
+    or for a channel/neuron of ``layer``. ``size`` sets the long side (None: keep the image's size).
+    The output's image is the displayed map, ``raw`` the map itself, ``record.params`` the target, its
+    score and (for class targets) the model's top-5 for the image."""
+    if method not in METHODS:
+        raise unknown("saliency method", method, METHODS)
+    picture = as_image(image, size, model.device)
+    check_fits(model, [LOGITS if layer is None else layer], picture.shape, batch=BATCH.get(method, 1))
+    goal = resolve_target(model, picture, target, layer, channel, y, x)
+    if method in (GRADCAM, GUIDED_GRADCAM):
+        gradcam_layer = _check_cam_layer(model, goal, picture, gradcam_layer)
+    start = time.perf_counter()
     with torch.no_grad():
-        value = float(target.score(model(picture, [target.layer]))[0])
-    outputs = {}
-    for rule in rules:
-        start = time.perf_counter()
-        grad = gradient(model, picture, target, rule, gradcam_layer)
-        params = {"image": image if isinstance(image, str) else "tensor", "size": size, "rule": rule,
-                  **target.params(), "score": value, "display": f"0.5 + 0.5 g / p{DISPLAY_PERCENTILE}(|g|)"}
-        if rule == GUIDED_GRADCAM:
-            params["gradcam_layer"] = gradcam_layer
-        record = model_record("saliency", model, [target.layer], params, seconds=round(time.perf_counter() - start, 3))
-        outputs[rule] = Output(display(grad), record, raw=grad[0])
-    return Maps(picture, target, outputs)
+        acts = model(picture, [goal.layer])
+    value = float(goal.score(acts)[0])
+    raw = gradient(model, picture, goal, method, gradcam_layer, seed)
+    params = {"image": source_name(image), "size": size, "method": method, **goal.params(), "score": value,
+              "display": "jet overlay" if method == GRADCAM else f"clipped at p{DISPLAY_PERCENTILE}"}
+    if goal.layer == LOGITS:
+        params["top5"] = [[name, round(p, 4)] for name, p in top_classes(model, picture, 5)]
+    if method in (GRADCAM, GUIDED_GRADCAM):
+        params["gradcam_layer"] = gradcam_layer
+    if method == "smoothgrad":
+        params.update(samples=SMOOTHGRAD_SAMPLES, noise_std=SMOOTHGRAD_STD, seed=seed)
+    if method == "integrated-gradients":
+        params.update(steps=IG_STEPS, baseline="black")
+    record = model_record("saliency", model, [goal.layer], params, seconds=round(time.perf_counter() - start, 3))
+    return Output(display(raw, method, picture), record, raw=raw[0], input=picture)
+
+
+def _check_cam_layer(model: HookedModel, target: Target, image: Tensor, layer: str | None) -> str:
+    """The Grad-CAM layer: the given one if it is spatial and not after the target, else the default."""
+    if layer is None:
+        return cam_layer(model, target, image)
+    name = model.table.get(layer).name
+    names = model.table.names()
+    if target.layer in names and names.index(name) > names.index(target.layer):
+        raise CnnvizError(f"the Grad-CAM layer {name} must come before the target's layer {target.layer}")
+    return name

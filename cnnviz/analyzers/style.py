@@ -34,9 +34,9 @@ def blend_weights(weights: Sequence[float] | None, count: int) -> list[float]:
     """Blend weights of several style images, normalised to sum to one (equal by default)."""
     weights = list(weights) if weights else [1.0] * count
     if len(weights) != count:
-        raise CnnvizError(f"{count} style image(s) but {len(weights)} style weight(s)")
+        raise CnnvizError(f"{count} style image(s) but {len(weights)} blend weight(s) (--blend)")
     if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise CnnvizError(f"style weights must be >= 0 with a positive sum, got {weights}")
+        raise CnnvizError(f"blend weights (--blend) must be >= 0 with a positive sum, got {weights}")
     return [w / sum(weights) for w in weights]
 
 

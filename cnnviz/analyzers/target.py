@@ -58,7 +58,7 @@ class Target:
 
     def params(self) -> dict[str, Any]:
         """The target's fields for a run record."""
-        return {"target": self.label, "target_layer": self.layer, "channel": self.channel, "y": self.y,
+        return {"target": self.label, "target_tag": self.tag, "target_layer": self.layer, "channel": self.channel, "y": self.y,
                 "x": self.x, "class_name": self.name}
 
 
@@ -77,18 +77,38 @@ def classes_of(model: HookedModel) -> tuple[str, ...]:
     return model.classes
 
 
+def _words(name: str) -> frozenset[str]:
+    return frozenset(name.lower().replace("-", " ").replace(",", " ").replace("'", "").split())
+
+
 def class_index(model: HookedModel, name: str | int) -> int:
-    """The index of a class given by name (case-insensitive) or index; unknown names suggest the closest."""
+    """The index of a class given by name or index. Names match case-insensitively; a longer everyday
+    name matches the one class whose words it contains all of, preferring the longest ("tabby cat" is
+    torchvision's "tabby", "tiger cat" stays "tiger cat", not "tiger"). Unknown names suggest the closest."""
     classes = classes_of(model)
-    if isinstance(name, int) or name.isdigit():
+    if isinstance(name, int) or name.strip().isdigit():
         index = int(name)
         if not 0 <= index < len(classes):
             raise CnnvizError(f"class index {index} is out of range for {model.name}: 0 to {len(classes) - 1}")
         return index
     lowered = {c.lower(): i for i, c in enumerate(classes)}
-    if name.lower() not in lowered:
-        raise unknown(f"class of {model.name}", name, classes)
-    return lowered[name.lower()]
+    if name.strip().lower() in lowered:
+        return lowered[name.strip().lower()]
+    words = _words(name)
+    contained = [(len(_words(c)), i) for i, c in enumerate(classes) if _words(c) and _words(c) <= words]
+    longest = [i for n, i in contained if n == max(contained)[0]] if contained else []
+    if len(longest) == 1:
+        return longest[0]
+    raise unknown(f"class of {model.name}", name, classes)
+
+
+def top_classes(model: HookedModel, image: Tensor, k: int = 5) -> list[tuple[str, float]]:
+    """The model's ``k`` most probable classes for ``image`` (1, 3, H, W), with their softmax probabilities."""
+    classes = classes_of(model)
+    with torch.no_grad():
+        probs = model(image, [LOGITS])[LOGITS][0].float().softmax(dim=0)
+    values, indices = probs.topk(min(k, len(classes)))
+    return [(classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
 
 
 def resolve_target(

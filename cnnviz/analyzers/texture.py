@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from torch import Tensor
-
 from cnnviz.analyzers.common import Output, initial_image, record
 from cnnviz.analyzers.style import PAPER_TEXTURE_SETS, gram_targets, style_term
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import fit_size, load_image
+from cnnviz.core.memory import check_fits
+from cnnviz.core.images import ImageSource, as_image, check_size, fit_size, resize, source_name
 from cnnviz.objectives import Objective
 from cnnviz.optimize import Settings, Step, optimize
 
@@ -18,7 +17,7 @@ DEFAULT_LAYERS = PAPER_TEXTURE_SETS["pool4"]
 
 def texture(
     model: HookedModel,
-    source: str | Tensor = "starry_night",
+    image: ImageSource = "starry_night",
     *,
     layers: Sequence[str] = DEFAULT_LAYERS,
     layer_weights: Sequence[float] | None = None,
@@ -28,15 +27,19 @@ def texture(
     settings: Settings | None = None,
     callback: Callable[[Step], None] | None = None,
 ) -> Output:
-    """Synthesize a texture of ``source`` with long side ``size`` (the source is read at ``source_size``)."""
+    """Synthesize a texture of ``image`` with long side ``size`` (the source is read at ``source_size``,
+    default ``size``); ``init`` is noise, zeros, content (the source itself) or an image file."""
     settings = settings or Settings()
+    check_size(size)
     layers = [model.table.get(name).name for name in layers]
-    src = load_image(source, source_size or size, model.device) if isinstance(source, str) else source.to(model.device)
+    src = as_image(image, source_size or size, model.device)
+    check_fits(model, layers, src.shape)
+    check_fits(model, layers, fit_size(tuple(src.shape[-2:]), size), settings.optimizer)
     grams = gram_targets(model, [src], [1.0], layers)
     term = style_term(1.0, grams, layer_weights, name="gram")
-    shape = (1, 3, *fit_size(tuple(src.shape[-2:]), size))
-    start = initial_image(init, src.new_zeros(shape), model, settings.seed)
+    reference = resize(src, fit_size(tuple(src.shape[-2:]), size))
+    start = initial_image(init, reference, model, settings.seed)
     result = optimize(lambda _size: Objective(model, [term]), start, settings, callback)
-    params = {"source": source if isinstance(source, str) else "tensor", "size": size, "source_size": source_size,
+    params = {"image": source_name(image), "size": size, "source_size": source_size,
               "layer_weights": list(layer_weights) if layer_weights else None, "init": init}
-    return Output(result.image, record("texture", model, list(layers), params, settings, result))
+    return Output(result.image, record("texture", model, list(layers), params, settings, result), input=src)

@@ -7,14 +7,17 @@ network's activation scale; L_style is the normalised Gram loss of ``style.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from PIL.Image import Image as PILImage
 from torch import Tensor
 
 from cnnviz.analyzers.common import Output, initial_image, record
 from cnnviz.analyzers.style import STYLE_LAYERS, blend_weights, gram_targets, style_term
 from cnnviz.color import luminance, match_color_histogram, match_luminance, with_chroma
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import load_image, resize
+from cnnviz.core.memory import check_fits
+from cnnviz.core.images import ImageSource, as_image, check_size, resize, source_name
 from cnnviz.errors import CnnvizError
 from cnnviz.objectives import Objective, Term, content_loss, targets, tv_loss
 from cnnviz.optimize import Settings, Step, optimize
@@ -22,10 +25,6 @@ from cnnviz.optimize import Settings, Step, optimize
 CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_WEIGHT = 1.0
 PRESERVE = ("luminance", "histogram")
-
-
-def _image(source: str | Tensor, size: int, model: HookedModel) -> Tensor:
-    return load_image(source, size, model.device) if isinstance(source, str) else resize(source.to(model.device), size)
 
 
 def check_preserve_color(preserve_color: str | None) -> None:
@@ -45,8 +44,8 @@ def content_term(weight: float, reference: Tensor, model: HookedModel, layers: S
 
 def transfer(
     model: HookedModel,
-    content: str | Tensor = "astronaut",
-    styles: Sequence[str | Tensor] = ("starry_night",),
+    image: ImageSource = "astronaut",
+    styles: Sequence[ImageSource] = ("starry_night",),
     *,
     style_blend: Sequence[float] | None = None,
     content_weight: float = 1.0,
@@ -55,23 +54,31 @@ def transfer(
     style_layers: Sequence[str] = STYLE_LAYERS,
     style_layer_weights: Sequence[float] | None = None,
     tv_weight: float = 0.0,
-    size: int = 512,
+    size: int = 256,
     style_size: int | None = None,
     init: str = "content",
     preserve_color: str | None = None,
     settings: Settings | None = None,
     callback: Callable[[Step], None] | None = None,
 ) -> Output:
-    """Render ``content`` in the style of ``styles`` (blended by ``style_blend``); returns image + record."""
+    """Render the content ``image`` in the style of ``styles`` (blended by ``style_blend``); returns
+    image + record. ``init``: content, noise, style (the first style image) or an image file."""
     settings = settings or Settings()
+    check_size(size)
+    check_size(style_size, "--style-size")
+    if isinstance(styles, (str, Path, Tensor, PILImage)):
+        styles = [styles]
     if not styles:
         raise CnnvizError("style transfer needs at least one style image")
     check_preserve_color(preserve_color)
     content_layers = [model.table.get(n).name for n in content_layers]
     style_layers = [model.table.get(n).name for n in style_layers]
     blend = blend_weights(style_blend, len(styles))
-    photo = _image(content, size, model)
-    style_images = [_image(s, style_size or size, model) for s in styles]
+    photo = as_image(image, size, model.device)
+    style_images = [as_image(s, style_size or size, model.device) for s in styles]
+    for style_image in style_images:
+        check_fits(model, style_layers, style_image.shape)
+    check_fits(model, [*content_layers, *style_layers], photo.shape, settings.optimizer)
     if preserve_color == "luminance":
         style_images = [match_luminance(s, photo) for s in style_images]
         target = luminance(photo)
@@ -89,20 +96,13 @@ def transfer(
             Term("tv", tv_weight, (), lambda acts, x: tv_loss(x)),
         ])
 
-    start = initial_image(init if init != "style" else _path_or_tensor(styles[0]), target, model, settings.seed)
+    start = resize(style_images[0], tuple(target.shape[-2:])) if init == "style" else initial_image(init, target, model, settings.seed)
     result = optimize(problem, start, settings, callback)
-    image = with_chroma(result.image, photo) if preserve_color == "luminance" else result.image
+    picture = with_chroma(result.image, photo) if preserve_color == "luminance" else result.image
     params = {
-        "content": content if isinstance(content, str) else "tensor",
-        "styles": [s if isinstance(s, str) else "tensor" for s in styles], "style_blend": blend,
+        "image": source_name(image), "styles": [source_name(s) for s in styles], "style_blend": blend,
         "alpha": content_weight, "beta": style_weight, "content_layers": content_layers,
         "style_layers": style_layers, "style_layer_weights": list(style_layer_weights) if style_layer_weights else None,
         "tv_weight": tv_weight, "size": size, "style_size": style_size, "init": init, "preserve_color": preserve_color,
     }
-    return Output(image, record("transfer", model, [*content_layers, *style_layers], params, settings, result))
-
-
-def _path_or_tensor(style: str | Tensor) -> str:
-    if not isinstance(style, str):
-        raise CnnvizError("--init style needs the style given as an image file or bundled name")
-    return style
+    return Output(picture, record("transfer", model, [*content_layers, *style_layers], params, settings, result), input=photo)

@@ -42,4 +42,6 @@ class Convention:
 
 CAFFE_BGR = Convention("caffe-bgr", (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), 255.0, True)
 IMAGENET = Convention("imagenet-rgb", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1.0, False)
-CONVENTIONS = {c.name: c for c in (CAFFE_BGR, IMAGENET)}
+# TensorFlow's EfficientNet-Lite: RGB mapped to [-1, 1].
+TF_RGB = Convention("tf-rgb", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 1.0, False)
+CONVENTIONS = {c.name: c for c in (CAFFE_BGR, IMAGENET, TF_RGB)}

@@ -63,17 +63,21 @@ class HookedModel:
         """Activations of ``layers`` for an input already in the model's convention."""
         wanted = {name: self.table.get(name) for name in dict.fromkeys(layers)}
         captured: dict[str, Tensor] = {}
-        by_path: dict[str, list[str]] = {}
+        by_path: dict[str, dict[int, list[str]]] = {}
         for name, layer in wanted.items():
             if name != LOGITS:
-                by_path.setdefault(layer.path, []).append(name)
+                by_path.setdefault(layer.path, {}).setdefault(layer.call, []).append(name)
         need_logits = LOGITS in wanted
         x = x.contiguous(memory_format=torch.channels_last)
 
         def hook(path: str):
+            calls = 0
+
             def capture(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-                for name in by_path[path]:
+                nonlocal calls
+                for name in by_path[path].get(calls, ()):
                     captured[name] = output
+                calls += 1
                 if not need_logits and len(captured) == len(wanted):
                     raise _Stop
 

@@ -2,13 +2,17 @@
 
 Bundled demo images can be named without a path (``astronaut``, ``starry_night``, ``brick``, ...).
 Transparent images are composited on white; 16-bit files keep their full range; CMYK and palette
-images are converted to RGB by Pillow.
+images are converted to RGB by Pillow. Every analyzer takes its images as a bundled name, a path
+(``str`` or ``pathlib.Path``), a PIL image or a tensor (``as_image``). Images and sizes smaller than
+``MIN_SIDE`` px are refused rather than upscaled from nothing: a 1×1 picture holds no structure to
+analyse, and VGG's five poolings need 32 px to leave one position.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,9 @@ from cnnviz.core.weights import ASSETS
 from cnnviz.errors import CnnvizError, unknown
 
 IMAGES = ASSETS / "images"
+MIN_SIDE = 16
+ImageSource = str | Path | Image.Image | Tensor
+SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def bundled_images(kind: str | None = None) -> dict[str, Path]:
@@ -31,7 +38,10 @@ def bundled_images(kind: str | None = None) -> dict[str, Path]:
 
 def image_path(name: str | Path) -> Path:
     """A file path, or the path of a bundled image given by its name."""
-    path = Path(name).expanduser()
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError as err:
+        raise CnnvizError(f"cannot find the image {name}: {err}") from None
     if path.is_file():
         return path
     bundled = bundled_images()
@@ -40,6 +50,90 @@ def image_path(name: str | Path) -> Path:
     if path.suffix or os.sep in str(name):
         raise CnnvizError(f"image not found: {path}")
     raise unknown("image (not a file, nor a bundled image)", str(name), bundled)
+
+
+def _folder(source: str | Path) -> Path | None:
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError:  # ~unknown-user: image_path says so
+        return None
+    return path if path.is_dir() else None
+
+
+def image_set(sources: ImageSource | Sequence[ImageSource] | None = None) -> list[ImageSource]:
+    """Expand an image set (one source or several): folders become the image files under them
+    (recursively, by suffix, sorted), files and bundled names are checked, in-memory images kept; None is
+    every bundled image, by name."""
+    if sources is None:
+        return list(bundled_images())
+    if isinstance(sources, (str, Path, Tensor, Image.Image)):
+        sources = [sources]
+    found: list[ImageSource] = []
+    for source in sources:
+        if isinstance(source, (Tensor, Image.Image)):
+            found.append(source)
+        elif (folder := _folder(source)) is not None:
+            files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+            if not files:
+                raise CnnvizError(f"no images ({', '.join(SUFFIXES)}) under {folder}")
+            found.extend(files)
+        else:
+            path = image_path(source)
+            found.append(path if Path(source).expanduser() == path else str(source))  # a bundled image by name
+    if not found:
+        raise CnnvizError("the image set is empty")
+    return found
+
+
+def image_stem(source: ImageSource) -> str:
+    """A short name for file names: the file's stem, or ``tensor`` / ``pil`` for in-memory images."""
+    if isinstance(source, Tensor):
+        return "tensor"
+    if isinstance(source, Image.Image):
+        return "pil"
+    return image_path(source).stem
+
+
+def source_name(source: ImageSource) -> str:
+    """How a run record names its input: the name or path as given, or ``tensor`` / ``PIL image``."""
+    if isinstance(source, Tensor):
+        return "tensor"
+    if isinstance(source, Image.Image):
+        return "PIL image"
+    return str(source)
+
+
+def check_size(size: int | None, what: str = "--size") -> None:
+    """A long side must be a whole number of at least ``MIN_SIDE`` px (None: keep the image's own)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIDE):
+        raise CnnvizError(f"{what} must be a whole number of at least {MIN_SIDE} pixels, got {size}")
+
+
+def as_image(source: ImageSource, size: int | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """Any accepted image as (1, 3, H, W) in [0, 1] on ``device``, long side ``size`` (None: as it is).
+
+    A tensor may be (3, H, W) or (1, 3, H, W) with values in [0, 1]; a batch of several is refused
+    (the analyzers explain one image at a time).
+    """
+    check_size(size)
+    if isinstance(source, Tensor):
+        image = source.detach()
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise CnnvizError(f"an image tensor must be (3, H, W) or (1, 3, H, W), got {tuple(source.shape)}")
+        if image.shape[0] != 1:
+            raise CnnvizError(f"one image at a time: got a batch of {image.shape[0]}; call once per image")
+        if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+            raise CnnvizError("an image tensor must hold finite values in [0, 1]")
+        image = (image if image.is_floating_point() else image.float()).to(device)
+        return resize(image, size) if size else image
+    return load_image(source, size, device)
+
+
+def _check_side(shape: tuple[int, ...], what: str) -> None:
+    if min(shape) < MIN_SIDE:
+        raise CnnvizError(f"{what} is {shape[-1]}x{shape[-2]} px: images need at least {MIN_SIDE} px on each side")
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -63,17 +157,30 @@ def load_image(source: str | Path | Image.Image, size: int | None = None, device
 
     ``size`` resizes so that the long side has that many pixels.
     """
+    check_size(size)
     if isinstance(source, Image.Image):
         img = source
+        what = "the PIL image"
     else:
+        what = f"image {source}"
         path = image_path(source)
         try:
             with Image.open(path) as opened:
                 opened.load()
                 img = opened.copy() if opened.mode != "P" else opened.convert("RGBA")
+        except Image.DecompressionBombError as err:
+            raise CnnvizError(f"image {path} is too large to read safely: {err}") from None
         except (UnidentifiedImageError, OSError) as err:
             raise CnnvizError(f"cannot read image {path}: {err}") from None
+        except MemoryError:
+            raise CnnvizError(f"image {path} does not fit in memory") from None
+        except Exception as err:  # Pillow's decoders raise other kinds (SyntaxError, ValueError, ...) on damaged files
+            raise CnnvizError(f"cannot read image {path}: damaged or unsupported "
+                              f"({type(err).__name__}: {err})") from None
+    _check_side((img.height, img.width), what)
     array = _to_rgb_array(img)
+    if not np.isfinite(array).all():
+        raise CnnvizError(f"{what} holds NaN pixel values")
     tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).to(device)
     return resize(tensor, size) if size else tensor
 
@@ -87,8 +194,6 @@ def fit_size(shape: tuple[int, int], long_side: int) -> tuple[int, int]:
 
 def resize(image: Tensor, size: int | tuple[int, int]) -> Tensor:
     """Resize a (B, 3, H, W) tensor to a long side (int) or exact (H, W), antialiased bicubic."""
-    if size is not None and isinstance(size, int) and size < 8:
-        raise CnnvizError(f"image size must be at least 8 pixels, got {size}")
     target = fit_size(image.shape[-2:], size) if isinstance(size, int) else tuple(size)
     if tuple(image.shape[-2:]) == target:
         return image

@@ -2,20 +2,24 @@
 
 VGG layers are named as in the papers (conv1_1, relu1_1, ..., pool5; fc6, relu6, fc7, relu7, fc8 when
 the classifier is present). Any other network's layers are named by their module paths
-(``layer3.1.relu``). ``logits`` always names the network's output (class scores before softmax).
+(``layer3.1.relu``); a module called more than once per forward (torchvision ResNet's ``relu`` in each
+block) gets one name per call, as torchvision's ``create_feature_extractor`` names them:
+``layer3.1.relu`` for the first call, ``layer3.1.relu_1`` for the second. ``logits`` always names the
+network's output (class scores before softmax).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from cnnviz.errors import unknown
 
 LOGITS = "logits"
 
-# The 16 relu layers of VGG-16 from relu1_1 to relu5_3, the seed's inversion sweep.
+# The 16 relu layers of VGG-16 from relu1_1 to relu5_3, the inversion sweep of Mahendran & Vedaldi's figure.
 VGG16_RELUS = (
     "relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3",
     "relu4_1", "relu4_2", "relu4_3", "relu5_1", "relu5_2", "relu5_3",
@@ -24,11 +28,13 @@ VGG16_RELUS = (
 
 @dataclass(frozen=True)
 class Layer:
-    """One addressable layer: its user-facing name, module path, and kind (conv, relu, pool, ...)."""
+    """One addressable layer: its user-facing name, module path, kind (conv, relu, pool, ...) and which
+    call of the module it is (0: the first; modules reused within one forward have several)."""
 
     name: str
     path: str
     kind: str
+    call: int = 0
 
 
 def _kind(module: nn.Module) -> str:
@@ -72,9 +78,36 @@ def vgg_layers(net: nn.Module) -> list[Layer]:
     return table
 
 
+TRACE_SIZE = 224
+
+
 def module_layers(net: nn.Module) -> list[Layer]:
-    """Name every sub-module of a generic CNN by its module path."""
-    return [Layer(path, path, _kind(module)) for path, module in net.named_modules() if path]
+    """Name every call of every sub-module of a generic CNN, in the order the calls finish during one
+    forward pass of a blank ``TRACE_SIZE`` px image: the module path for the first call, ``path_N``
+    for call N + 1. Modules the forward pass never calls are left out. A network that cannot take
+    that image (a toy with fixed input shape) is listed untraced, one name per module."""
+    calls: list[tuple[str, nn.Module]] = []
+    handles = [
+        module.register_forward_hook(lambda mod, _i, _o, path=path: calls.append((path, mod)))
+        for path, module in net.named_modules() if path
+    ]
+    parameter = next(net.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, TRACE_SIZE, TRACE_SIZE, device=device))
+    except RuntimeError:
+        return [Layer(path, path, _kind(module)) for path, module in net.named_modules() if path]
+    finally:
+        for handle in handles:
+            handle.remove()
+    seen: dict[str, int] = {}
+    layers = []
+    for path, module in calls:
+        call = seen.get(path, 0)
+        seen[path] = call + 1
+        layers.append(Layer(path if call == 0 else f"{path}_{call}", path, _kind(module), call))
+    return layers
 
 
 class LayerTable:

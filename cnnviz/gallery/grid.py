@@ -70,16 +70,16 @@ def draw_grid(
     row_titles: Sequence[str] = (),
     title: str = "",
     analyzer: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """Draw rows of cells into one PNG (atomically): column titles on top, row titles on the left.
 
-    A JSON sidecar beside it names the analyzer, the titles and each cell's file, for the gallery.
+    A JSON sidecar beside it names the analyzer, the titles and each cell's file, for the gallery, plus
+    ``extra`` (what an analyzer lists about the cells, such as each patch's image and coordinates).
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(CELL_INCHES * n_cols, (CELL_INCHES + 0.3) * n_rows + (0.4 if title else 0)),
-        squeeze=False,
-    )
+    height = (CELL_INCHES + 0.3) * n_rows + (0.4 if title else 0)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(CELL_INCHES * n_cols, height), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i][j]
@@ -97,9 +97,9 @@ def draw_grid(
                 ax.set_title(col_titles[j], fontsize=10)
             if j == 0 and i < len(row_titles):
                 ax.set_ylabel(row_titles[i], fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    if title:  # in a strip of its own at the top, however tall the grid
+        fig.suptitle(title, fontsize=11, y=1 - 0.08 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.4 / height if title else 0)))
     try:
         png = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
@@ -108,6 +108,7 @@ def draw_grid(
         "kind": "grid", "analyzer": analyzer, "title": title, "col_titles": list(col_titles),
         "row_titles": list(row_titles),
         "cells": [[c.path.name if c is not None and c.path is not None else None for c in row] for row in rows],
+        **(extra or {}),
     }
     text = json.dumps(sidecar, indent=2)
     atomic_write(png.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))

@@ -21,21 +21,31 @@ from cnnviz import __version__  # noqa: E402
 from cnnviz.core.images import atomic_write  # noqa: E402
 
 SECTIONS = {
-    "saliency": "Saliency: backprop, deconvnet, guided backprop",
+    "saliency": "Saliency: gradients, guided backprop, SmoothGrad, integrated gradients, Grad-CAM",
     "ascent": "Gradient ascent",
+    "patches": "Maximally activating patches",
     "invert": "Feature inversion",
     "texture": "Texture synthesis",
     "transfer": "Style transfer",
 }
 
 NOTES = {
-    "saliency": "The gradient of each image's top class score with respect to its pixels under the seed's ReLU "
-                "backward rules (grey is zero). Plain backprop is noisy; deconvnet passes every positive gradient "
-                "and forgets the class; guided backprop passes only positive gradients where the forward input was "
-                "positive, so it draws the object's edges; guided Grad-CAM keeps the parts where relu5_3 supports the class.",
-    "ascent": "Images that maximise a class score of the offline head, or one channel of relu4_3, starting from the zero "
-              "image. Rows switch on the L2 penalty (Simonyan et al.) and blur, clipping and jitter (Yosinski et al.) one "
-              "by one: without them the ascent finds high-frequency patterns; with them, larger structures of the class.",
+    "saliency": "What in each photo EfficientNet-Lite0's top class responds to. Backprop is the signed gradient "
+                "of the class score (grey is zero) and Simonyan et al.'s map its magnitude; deconvnet and guided "
+                "backprop (Springenberg et al.) rectify the gradient at every ReLU, guided backprop also where the "
+                "forward input was negative, so it draws the object's edges (deconvnet ignores the forward pass except "
+                "at max-pooling, which EfficientNet does not have: its map is the same grid for every photo); SmoothGrad averages over noisy copies, "
+                "integrated gradients along a path from black; Grad-CAM (Selvaraju et al.) says where, from the last "
+                "7x7 layer, and guided Grad-CAM keeps the guided edges there.",
+    "ascent": "Images that maximise an ImageNet class score of EfficientNet-Lite0, or one channel of VGG-16's relu4_3, "
+              "starting from the zero image. Rows switch on the L2 penalty (Simonyan et al.) and blur, clipping and "
+              "jitter (Yosinski et al.) one by one: without them the ascent finds high-frequency patterns; with them, "
+              "larger structures of the class (cup rims for espresso).",
+    "patches": "Where a channel fires most over the bundled images at two scales (Zeiler & Fergus): each patch is its "
+               "unit's exact receptive field, grey beyond the image border, with the unit's guided-backprop map beside it "
+               "(Springenberg et al.). VGG-16's relu2_2 channels pick colours, oriented edges and gratings; relu4_3 channels "
+               "textures and parts (rims, eyes, stripes). EfficientNet-Lite0's block3_2 has relu4_3's stride (8 px); its "
+               "guided maps fill only the middle of each field: the effective receptive field is much smaller than the exact one.",
     "invert": "The image whose features at one layer match the photo's (Mahendran & Vedaldi), from noise: early layers "
               "keep the photo, deep ones only its parts and layout.",
     "texture": "New images with the source's Gram matrices up to deeper and deeper layers (Gatys et al. 2015): "

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from conftest import run_cli
+from cnnviz.analyzers.inversion import invert
+from cnnviz.core import memory
+from cnnviz.errors import CnnvizError
+from cnnviz.optimize import Settings
+
+
+def test_the_estimate_grows_with_pixels_and_depth(vgg):
+    shallow = memory.needed_bytes(vgg, ["relu2_2"], (256, 256), "lbfgs")
+    deep = memory.needed_bytes(vgg, ["relu5_3"], (256, 256), "lbfgs")
+    assert deep > shallow
+    assert memory.needed_bytes(vgg, ["relu2_2"], (512, 512), "lbfgs") == pytest.approx(4 * shallow, rel=1e-6)
+    with torch.no_grad():
+        acts = vgg(torch.zeros(1, 3, 64, 64), vgg.table.names()[: vgg.table.names().index("relu2_2") + 1])
+    assert memory.values_per_pixel(vgg, ["relu2_2"]) == sum(a.numel() for a in acts.values()) / 64**2
+
+
+def test_a_run_that_cannot_fit_is_refused_before_it_starts_with_the_size_that_fits(vgg, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 200 * 2**20)
+    with pytest.raises(CnnvizError, match=r"needs about .* GiB, but 0\.2 GiB are free on cpu: use --size \d+ or less"):
+        invert(vgg, "coffee", "relu4_3", size=1024, settings=Settings(iters=1))
+    invert(vgg, "coffee", "relu4_3", size=32, settings=Settings(iters=1))
+
+
+def test_cli_refuses_a_huge_size_at_once(tmp_path):
+    result = run_cli("invert", "--size", "20000", "--iters", "1", "--device", "cpu", "--out", str(tmp_path), timeout=120)
+    assert result.returncode == 2 and "use --size" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

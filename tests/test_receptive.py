@@ -1,0 +1,111 @@
+"""Receptive fields: VGG-16's known sizes, and the exact supports of units of ResNet-18, EfficientNet-Lite0,
+ShuffleNet and ConvNeXt (branches, depthwise convolutions, TF "same" padding at odd and non-square sizes,
+reshapes, permuted layouts, pixels a strided layer never sees) against the support of a gradient through
+a linearised float64 copy of the network."""
+
+import copy
+import json
+from contextlib import contextmanager
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_cli
+from cnnviz.core.hooked import HookedModel, load_model
+from cnnviz.core.receptive import field
+
+VGG16_SIZES = {"relu1_2": 5, "pool1": 6, "relu2_2": 14, "pool2": 16, "relu3_3": 40, "pool3": 44, "relu4_3": 92,
+               "pool4": 100, "relu5_3": 196, "pool5": 212}
+VGG16_STRIDES = {"relu1_2": 1, "pool1": 2, "relu2_2": 2, "pool2": 4, "relu3_3": 4, "pool3": 8, "relu4_3": 8,
+                 "pool4": 16, "relu5_3": 16, "pool5": 32}
+
+
+def test_vgg16_receptive_fields_and_strides(vgg):
+    for layer, size in VGG16_SIZES.items():
+        rf = field(vgg, layer, (224, 224))
+        assert rf.size == (size, size), layer
+        assert rf.stride == (VGG16_STRIDES[layer],) * 2, layer
+    # conv1_1's first unit is centred on pixel 0: its 3x3 window starts one pixel of padding before it.
+    assert field(vgg, "conv1_1").box(0, 0) == (-1, -1, 2, 2)
+    assert field(vgg, "relu4_3").box(3, 5) == (-42 + 24, -42 + 40, -42 + 24 + 92, -42 + 40 + 92)
+
+
+def test_layers_without_a_map_have_no_field():
+    model = load_model("resnet18", weights="random", device="cpu")
+    assert field(model, "fc") is None
+
+
+def _linearised(model: HookedModel) -> HookedModel:
+    """A float64 copy in which every unit depends linearly on every pixel of its field: activations
+    become identities and max-pooling averages over the same window, so nothing cuts a path."""
+    net = copy.deepcopy(model.net).double().eval()
+    for parent in list(net.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, (nn.ReLU, nn.Hardtanh)):
+                setattr(parent, name, nn.Identity())
+            elif isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding, child.ceil_mode))
+    linear = HookedModel(net, model.spec, model.weights, torch.device("cpu"))
+    linear.table = model.table
+    return linear
+
+
+@contextmanager
+def one_thread():
+    """float64 convolutions take torch's slow path, which is hundreds of times slower on several
+    threads of a busy machine than on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _support(model: HookedModel, layer: str, shape: tuple[int, int], y: int, x: int) -> tuple[int, int, int, int]:
+    """The bounding box of the pixels whose gradient reaches unit (y, x), checking it is solid."""
+    image = torch.rand(1, 3, *shape, dtype=torch.float64, requires_grad=True)
+    with one_thread():
+        model.run(image, [layer])[layer][0, :, y, x].sum().backward()
+    reached = image.grad.abs().sum(dim=(0, 1)) > 0
+    rows, cols = reached.any(dim=1).nonzero()[:, 0], reached.any(dim=0).nonzero()[:, 0]
+    box = int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    assert reached[box[0]:box[2], box[1]:box[3]].all(), "the support has holes"
+    return box
+
+
+@pytest.mark.parametrize("name, weights, layer, shape", [
+    ("resnet18", "random", "layer2.0.relu_1", (75, 96)),     # stem, max-pool, a strided block with a 1x1 shortcut
+    ("efficientnet_lite0", None, "block3_1", (49, 54)),      # TF "same" padding at odd and even sizes, depthwise
+    ("efficientnet_lite0", None, "block2_2_dw", (33, 30)),   # a residual block before it
+    ("shufflenet_v2_x0_5", "random", "stage2.1", (65, 72)),  # channel shuffle: 5-D views and a transpose
+    ("convnext_tiny", "random", "features.1.0", (61, 72)),   # permuted (N, H, W, C) layers; an unseen last row
+])
+def test_fields_match_the_gradient_support(name, weights, layer, shape):
+    model = load_model(name, weights=weights, device="cpu")
+    rf = field(model, layer, shape)
+    linear = _linearised(model)
+    with torch.no_grad():
+        height, width = model.run(torch.zeros(1, 3, *shape), [layer])[layer].shape[-2:]
+    for y, x in [(0, 0), (height // 2, width // 2), (height - 1, width - 1), (0, width - 1), (height // 2, 1)]:
+        assert _support(linear, layer, shape, y, x) == rf.support(y, x), (y, x)
+    # At least one unit sees its whole field inside the image: the size itself is checked, not only its clipping.
+    top, left, bottom, right = rf.box(height // 2, width // 2)
+    assert top >= 0 and left >= 0 and bottom <= shape[0] and right <= shape[1]
+
+
+def test_tf_same_padding_shifts_the_field_with_the_input_size():
+    lite = load_model("efficientnet_lite0", device="cpu")
+    even, odd = field(lite, "stem", (224, 224)), field(lite, "stem", (225, 225))
+    assert even.box(0, 0) == (0, 0, 3, 3)        # TF pads (0, 1): the odd pixel after
+    assert odd.box(0, 0) == (-1, -1, 2, 2)       # TF pads (1, 1)
+
+
+def test_layers_command_lists_receptive_fields(tmp_path):
+    result = run_cli("layers", "vgg16", "-o", str(tmp_path), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "rf" in result.stdout
+    rows = {row["layer"]: row for row in json.loads((tmp_path / "layers_vgg16.json").read_text())}
+    assert rows["relu4_3"] == {"layer": "relu4_3", "kind": "relu", "channels": 512, "stride": 8, "receptive_field": 92}
+    assert rows["pool5"]["receptive_field"] == 212
