@@ -5,22 +5,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from pathlib import Path
 
 from cnnviz.analyzers.patches import Tick
 from cnnviz.core.images import save_png
 from cnnviz.optimize import Step
 
 
-def _bar() -> Progress:
-    return Progress(
+@contextmanager
+def _bar(label: str) -> Iterator[Callable[..., None]]:
+    """An ``update(**fields)`` for one Rich bar on stderr, which appears at its first call (so errors found
+    before the run stay on one line) and is stopped on exit."""
+    bar = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), console=Console(stderr=True), transient=False,
     )
+    task = bar.add_task(label, total=None, info="")
+
+    def update(**fields: Any) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, **fields)
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()
 
 
 @contextmanager
@@ -28,8 +43,7 @@ def progress(
     label: str, quiet: bool, checkpoint: Path | None = None, every: int = 0
 ) -> Iterator[Callable[[Step], None] | None]:
     """A callback that shows iteration, loss terms and speed, and saves the latest image to
-    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do.
-    The bar appears at the first step, so errors found before the run stay on one line."""
+    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do."""
 
     def save(step: Step) -> None:
         if checkpoint is not None and every > 0 and step.evaluation % every == 0:
@@ -38,23 +52,16 @@ def progress(
     if quiet:
         yield save if every > 0 else None
         return
-    bar = _bar()
-    task = bar.add_task(label, total=None, info="")
+    with _bar(label) as show:
 
-    def update(step: Step) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        save(step)
-        terms = " ".join(f"{k} {v:.3g}" for k, v in step.losses.items())
-        rate = step.evaluation / step.seconds if step.seconds > 0 else 0.0
-        bar.update(task, total=step.total, completed=min(step.iteration, step.total),
-                   info=f"{step.scale}px {terms} | {rate:.1f} eval/s")
+        def update(step: Step) -> None:
+            save(step)
+            terms = " ".join(f"{k} {v:.3g}" for k, v in step.losses.items())
+            rate = step.evaluation / step.seconds if step.seconds > 0 else 0.0
+            show(total=step.total, completed=min(step.iteration, step.total),
+                 info=f"{step.scale}px {terms} | {rate:.1f} eval/s")
 
-    try:
         yield update
-    finally:
-        if bar.live.is_started:
-            bar.stop()
 
 
 @contextmanager
@@ -64,17 +71,10 @@ def counting(label: str, quiet: bool) -> Iterator[Callable[[Tick], None] | None]
     if quiet:
         yield None
         return
-    bar = _bar()
-    task = bar.add_task(label, total=None, info="")
+    with _bar(label) as show:
 
-    def update(tick: Tick) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        rate = tick.images / tick.seconds if tick.seconds > 0 else 0.0
-        bar.update(task, total=tick.total, completed=tick.images, info=f"{rate:.1f} images/s")
+        def update(tick: Tick) -> None:
+            rate = tick.images / tick.seconds if tick.seconds > 0 else 0.0
+            show(total=tick.total, completed=tick.images, info=f"{rate:.1f} images/s")
 
-    try:
         yield update
-    finally:
-        if bar.live.is_started:
-            bar.stop()

@@ -100,11 +100,6 @@ class HookedModel:
                 handle.remove()
         return {name: captured[name] for name in wanted}
 
-    def module(self, name: str) -> nn.Module:
-        """The module behind a layer name (for attribution hooks)."""
-        layer = self.table.get(name)
-        return self.net if name == LOGITS else self._modules[layer.path]
-
 
 @lru_cache(maxsize=4)
 def _load(name: str, weights: str | None, device: str, seed: int) -> HookedModel:
