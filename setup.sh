@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up cnnviz in a cached virtualenv, then run the demo or the tests.
-#   ./setup.sh demo    set up, then run the main job on the bundled defaults (offline)
+#   ./setup.sh demo    set up, then build the quick gallery on the bundled networks and images (offline)
 #   ./setup.sh test    set up, then run the test suite
 # The venv lives outside the clone, keyed by the Python version and the torch pins, so a second
 # run (or CI on the same machine) reuses it: CNNVIZ_CACHE (default ~/.cache/cnnviz).
@@ -27,8 +27,9 @@ fi
 
 if [ "$what" = demo ]; then
   "$venv/bin/cnnviz" layers vgg16
-  "$venv/bin/cnnviz" invert --layers all --size 128 --out cnnviz-out
-  echo "wrote cnnviz-out/ (open the PNGs; the JSON sidecars say how each was made)"
+  "$venv/bin/cnnviz" gallery --quick --out cnnviz-gallery
+  echo "open cnnviz-gallery/index.html in a browser: every method at a small size, each figure with its command"
+  echo "(the full-size gallery, about 35 minutes on 2 cores: $venv/bin/cnnviz gallery)"
   exit 0
 fi
 

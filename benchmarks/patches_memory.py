@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import resource
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from cpu import describe
+from machine import describe, peak_mib
 
 from cnnviz.analyzers.patches import Tick, patches
 from cnnviz.core.hooked import load_model
@@ -45,11 +44,6 @@ def generate(folder: Path, count: int, seed: int = 0) -> None:
         image.save(path, quality=90)
 
 
-def peak_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def rss_mib() -> float:
     """Resident memory now (Linux): loading the weights may set a peak that the scan never reaches."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -71,18 +65,18 @@ def main() -> None:
         start = time.perf_counter()
         generate(Path(folder), args.count)
         print(f"generated {args.count} images in {time.perf_counter() - start:.2f} s")
-        print(f"with the model loaded: peak RSS {peak_mib():.0f} MiB, RSS now {rss_mib():.0f} MiB")
+        print(f"with the model loaded: peak RSS {peak_mib(model.device):.0f} MiB, RSS now {rss_mib():.0f} MiB")
         marks: dict[int, tuple[float, float, float]] = {}
 
         def note(tick: Tick) -> None:
             if tick.images >= CHECKPOINT and CHECKPOINT not in marks:
-                marks[CHECKPOINT] = (tick.seconds, peak_mib(), rss_mib())
+                marks[CHECKPOINT] = (tick.seconds, peak_mib(model.device), rss_mib())
 
         start = time.perf_counter()
         result = patches(model, [folder], layer=args.layer, channels="top:16", top=9, scales=scales, batch=args.batch,
                          callback=note)
         seconds = time.perf_counter() - start
-        marks[args.count] = (seconds, peak_mib(), rss_mib())
+        marks[args.count] = (seconds, peak_mib(model.device), rss_mib())
     print(f"{args.model} {args.layer}, scales {list(scales)}, batch {args.batch}, device {model.device}:")
     for count, (elapsed, peak, now) in sorted(marks.items()):
         print(f"  after {count:5d} images: {count / elapsed:6.1f} images/s, peak RSS {peak:.0f} MiB, RSS now {now:.0f} MiB")

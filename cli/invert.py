@@ -12,7 +12,7 @@ from cnnviz.cli.options import Loop, Run, Size, optimizing, shared
 from cnnviz.cli.progress import progress
 from cnnviz.core.images import image_stem
 from cnnviz.errors import CnnvizError
-from cnnviz.gallery.grid import Cell, caption, draw_grid
+from cnnviz.gallery.grid import Cell, caption, draw_grid, wrap
 
 DEFAULT_LAYER = "relu4_3"
 
@@ -50,13 +50,15 @@ def command(
     hooked = run.load()
     names = hooked.table.parse(layers) if layers else [hooked.table.get(layer or DEFAULT_LAYER).name]
     kwargs = dict(size=size, tv_weight=tv_weight, tv_beta=tv_beta, alpha_weight=alpha_weight, init=init, settings=settings)
-    cells = []
+    cells = {}
     for name in names:
         path = run.out / f"invert_{stem}_{name}.png"
         with progress(f"invert {name}", run.quiet, path, loop.save_every) as callback:
             output = invert(hooked, image, name, callback=callback, **kwargs)
         png = common.save(output, path, run)
-        cells.append(Cell(output.image, caption(output.record), png))
+        cells[name] = Cell(output.image, caption(output.record), png, title=name)
     if layers:
-        run.wrote(draw_grid([cells], run.out / f"invert_{stem}_grid.png", col_titles=names, row_titles=[stem],
-                            analyzer="invert", title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px"))
+        rows = wrap(names)
+        run.wrote(draw_grid([[cells[name] for name in row] for row in rows], run.out / f"invert_{stem}_grid.png",
+                            row_titles=[stem] + [""] * (len(rows) - 1), analyzer="invert",
+                            title=f"Feature inversion, {hooked.name} ({hooked.weights.id}), {size}px"))

@@ -1,5 +1,5 @@
-"""Options shared by the commands, defined once: ``@shared`` adds --model --weights --device --threads
---out --seed --quiet to a command and hands them over as one ``Run``; ``@optimizing`` adds the loop's
+"""Options shared by the commands, defined once: ``@shared`` adds --model --weights --device --precision
+--threads --out --seed --quiet to a command and hands them over as one ``Run``; ``@optimizing`` adds the loop's
 --optimizer --iters --lr --scales --save-every as one ``Loop``."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cnnviz.core.device import resolve_device, set_threads
+from cnnviz.core.device import check_precision, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
 from cnnviz.optimize import Settings
 
@@ -27,6 +27,8 @@ _MODEL = typer.Option("--model", "-m", help="Network: vgg16 (bundled), efficient
                       "vgg19, any torchvision CNN, or vgg16+head[:FILE].")
 _WEIGHTS = typer.Option("--weights", "-w", help="bundled | imagenet (torch hub cache; downloads only when asked) | random | FILE.")
 _DEVICE = typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
+_PRECISION = typer.Option(help="The network's compute precision: auto (bf16 for invert, texture and transfer on CPUs with "
+                          "native BF16, else fp32), fp32, bf16, fp16 (CUDA only). Images and losses stay fp32.")
 _THREADS = typer.Option(help="CPU threads for torch (default: all cores).")
 _OUT = typer.Option("--out", "-o", help="Output folder.")
 _SEED = typer.Option(help="Random seed (noise start, jitter, random weights).")
@@ -41,6 +43,7 @@ class Run:
     model: str
     weights: str | None
     device: str
+    precision: str
     threads: int | None
     out: Path
     seed: int
@@ -49,10 +52,10 @@ class Run:
     started: float = field(default_factory=time.perf_counter)
 
     def check(self) -> None:
-        """Find bad options before any work: threads, device, and an output folder that can be written."""
+        """Find bad options before any work: threads, device, precision, and an output folder that can be written."""
         if self.threads is not None and self.threads < 1:
             raise CnnvizError(f"--threads must be at least 1, got {self.threads}")
-        resolve_device(self.device)
+        check_precision(self.precision, resolve_device(self.device))
         check_out(self.out)
 
     def tell(self, message: str) -> None:
@@ -77,7 +80,7 @@ class Run:
         from cnnviz.core.hooked import load_model
 
         set_threads(self.threads)
-        return load_model(model or self.model, self.weights, self.device, self.seed)
+        return load_model(model or self.model, self.weights, self.device, self.seed, self.precision)
 
 
 def check_out(out: Path) -> Path:
@@ -153,6 +156,7 @@ def shared(model: str = "vgg16", out: Path = Path("cnnviz-out")) -> Callable[[Ca
         _option("model", model, Annotated[str, _MODEL]),
         _option("weights", None, Annotated[str | None, _WEIGHTS]),
         _option("device", "auto", Annotated[str, _DEVICE]),
+        _option("precision", "auto", Annotated[str, _PRECISION]),
         _option("threads", None, Annotated[int | None, _THREADS]),
         _option("out", out, Annotated[Path, _OUT]),
         _option("seed", 0, Annotated[int, _SEED]),

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,14 +40,17 @@ def _bar(label: str) -> Iterator[Callable[..., None]]:
 
 @contextmanager
 def progress(
-    label: str, quiet: bool, checkpoint: Path | None = None, every: int = 0
+    label: str, quiet: bool, checkpoint: Path | Sequence[Path] | None = None, every: int = 0
 ) -> Iterator[Callable[[Step], None] | None]:
     """A callback that shows iteration, loss terms and speed, and saves the latest image to
-    ``checkpoint`` every ``every`` evaluations (0 = never); ``None`` when it has nothing to do."""
+    ``checkpoint`` (one path per image of a batch) every ``every`` evaluations (0 = never); ``None``
+    when it has nothing to do."""
+    paths = [checkpoint] if isinstance(checkpoint, Path) else list(checkpoint or [])
 
     def save(step: Step) -> None:
-        if checkpoint is not None and every > 0 and step.evaluation % every == 0:
-            save_png(step.image, checkpoint)
+        if paths and every > 0 and step.evaluation % every == 0:
+            for i, path in enumerate(paths):
+                save_png(step.image[i:i + 1], path)
 
     if quiet:
         yield save if every > 0 else None

@@ -19,12 +19,12 @@ def gram(features: Tensor, normalize: bool = True) -> Tensor:
     """Gram matrix G = F Fᵀ of (B, C, H, W) features reshaped to F = (B, C, M), M = H·W.
 
     With ``normalize`` (the default) G is divided by M, so that Grams of images of different
-    sizes can be compared; Gatys et al. use the raw G and images of equal size.
+    sizes can be compared; Gatys et al. use the raw G and images of equal size. One batched matmul
+    with the 1/M folded into it; F is a view of channels-last and contiguous features alike (no copy).
     """
-    b, c, h, w = features.shape
-    f = features.reshape(b, c, h * w)
-    g = f @ f.transpose(1, 2)
-    return g / (h * w) if normalize else g
+    f = features.flatten(2)
+    scale = 1.0 / f.shape[-1] if normalize else 1.0
+    return torch.baddbmm(f.new_zeros(()), f, f.transpose(1, 2), beta=0.0, alpha=scale)
 
 
 def style_layer_loss(g: Tensor, g_hat: Tensor) -> Tensor:
@@ -118,3 +118,79 @@ def targets(model: HookedModel, image: Tensor, layers: Sequence[str]) -> Activat
     """Activations of a reference image, computed once without grad."""
     with torch.no_grad():
         return {k: v.detach() for k, v in model(image, layers).items()}
+
+
+class Score:
+    """A differentiable score to maximise, one scalar from the activations of named layers (Lucid's
+    objectives). Scores compose: ``a + 0.5 * b``, ``a - b``, ``a * b``, ``-a``, ``a / 2``; the sum's
+    gradient is the sum of the gradients."""
+
+    def __init__(self, fn: Callable[[Activations], Tensor], layers: Sequence[str], name: str) -> None:
+        self.fn = fn
+        self.layers = tuple(dict.fromkeys(layers))
+        self.name = name
+
+    def __call__(self, acts: Activations) -> Tensor:
+        return self.fn(acts)
+
+    def __repr__(self) -> str:
+        return self.name
+
+    def _join(self, other: Score | float, op: Callable[[Tensor, Tensor | float], Tensor], symbol: str) -> Score:
+        if isinstance(other, Score):
+            return Score(lambda acts: op(self(acts), other(acts)), self.layers + other.layers, f"({self.name} {symbol} {other.name})")
+        return Score(lambda acts: op(self(acts), float(other)), self.layers, f"({self.name} {symbol} {other:g})")
+
+    def __add__(self, other: Score | float) -> Score:
+        return self._join(other, lambda a, b: a + b, "+")
+
+    def __radd__(self, other: float) -> Score:
+        return self if other == 0 else self + other
+
+    def __sub__(self, other: Score | float) -> Score:
+        return self._join(other, lambda a, b: a - b, "−")
+
+    def __mul__(self, other: Score | float) -> Score:
+        return self._join(other, lambda a, b: a * b, "×")
+
+    def __rmul__(self, other: float) -> Score:
+        return Score(lambda acts: float(other) * self(acts), self.layers, f"{other:g}·{self.name}")
+
+    def __truediv__(self, other: float) -> Score:
+        return self * (1.0 / float(other))
+
+    def __neg__(self) -> Score:
+        return -1.0 * self
+
+
+def _items(values: Tensor, items: Sequence[int] | None) -> Tensor:
+    """The sum of per-item ``values`` (B,) over ``items`` (None: all)."""
+    return (values if items is None else values[list(items)]).sum()
+
+
+def channel_score(layer: str, channel: int, items: Sequence[int] | None = None) -> Score:
+    """A channel's mean activation (a class score on ``logits``), summed over batch ``items`` (None: all)."""
+    return Score(lambda acts: _items(channel_mean(acts[layer], channel), items), [layer], f"{layer}:{channel}")
+
+
+def neuron_score(layer: str, channel: int, y: int | None = None, x: int | None = None,
+                 items: Sequence[int] | None = None) -> Score:
+    """One unit (the centre if no position is given), summed over batch ``items``."""
+    return Score(lambda acts: _items(neuron(acts[layer], channel, y, x), items), [layer], f"{layer}:{channel}@{y},{x}")
+
+
+def diversity(layer: str, items: Sequence[int] | None = None) -> Score:
+    """Minus the mean cosine similarity between the Gram matrices of ``layer`` of each pair of batch
+    ``items`` (Olah et al. 2017): adding λ·diversity to a score pushes the images of a batch apart
+    in style while each keeps the score high. Zero for a single image."""
+
+    def fn(acts: Activations) -> Tensor:
+        features = acts[layer] if items is None else acts[layer][list(items)]
+        b = features.shape[0]
+        if b < 2:
+            return features.new_zeros(())
+        grams = torch.nn.functional.normalize(gram(features).flatten(1), dim=1)
+        similarity = grams @ grams.T
+        return -(similarity.sum() - similarity.diagonal().sum()) / (b * (b - 1))
+
+    return Score(fn, [layer], f"diversity({layer})")

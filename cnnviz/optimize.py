@@ -8,8 +8,14 @@ memory after each projection lost more than it saved: both end at higher losses,
 issue 10). Adam steps are projected after each step. L-BFGS stops early when it makes no progress
 (a zero gradient, say): every run ends within its budget. Each function evaluation is reported to a callback as a ``Step``;
 SIGINT/SIGTERM stop the run and return the latest image marked interrupted; a NaN/inf loss stops it,
-keeping the last finite one. Randomness (jitter) comes from a local generator seeded by
-``Settings.seed``: torch's global generator is left alone.
+keeping the last finite one. Losses stay on the device and are read in batches (``cnnviz.readout``), so
+the Adam path never waits for the GPU within an evaluation.
+
+What is optimised is a ``Parameterization`` (cnnviz.param): the pixels themselves (``Pixels``, the
+default when an image is given) or, for feature visualization, a spectrum and colour basis squashed by a
+sigmoid. ``Settings.transforms`` (cnnviz.transforms: jitter, pad, zoom, turn) are applied to the image
+before each forward pass. Randomness comes from a local generator seeded by ``Settings.seed``: torch's
+global generator is left alone.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ from torch import Tensor
 from cnnviz.core.images import fit_size, resize
 from cnnviz.errors import CnnvizError
 from cnnviz.objectives import Objective
+from cnnviz.param import Parameterization, Pixels
+from cnnviz.readout import READ_EVERY, Reading, Readout
+from cnnviz.transforms import Transform, compose
 
 OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
@@ -74,12 +83,16 @@ class Clip:
         centred = image - zero
         keep = torch.ones_like(image[:, :1], dtype=torch.bool)
         if self.norm_pct > 0:
-            norm = centred.norm(dim=1, keepdim=True)
-            keep &= norm >= torch.quantile(norm.flatten(), self.norm_pct / 100)
+            keep &= _above_percentile(centred.norm(dim=1, keepdim=True), self.norm_pct)
         if self.contribution_pct > 0 and grad is not None:
-            contribution = (centred * grad).sum(dim=1, keepdim=True).abs()
-            keep &= contribution >= torch.quantile(contribution.flatten(), self.contribution_pct / 100)
+            keep &= _above_percentile((centred * grad).sum(dim=1, keepdim=True).abs(), self.contribution_pct)
         return torch.where(keep, image, zero.expand_as(image))
+
+
+def _above_percentile(values: Tensor, pct: float) -> Tensor:
+    """Where (B, 1, H, W) ``values`` reach their image's ``pct`` percentile (each batch item on its own)."""
+    cut = torch.quantile(values.flatten(1), pct / 100, dim=1)
+    return values >= cut.reshape(-1, 1, 1, 1)
 
 
 Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
@@ -94,7 +107,7 @@ class Settings:
     lr: float | None = None
     scales: Sequence[int] = ()
     seed: int = 0
-    jitter: int = 0
+    transforms: Sequence[Transform] = ()
     regularizers: Sequence[Regularizer] = ()
 
     def check(self) -> None:
@@ -106,12 +119,10 @@ class Settings:
             raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
         if any(s < 16 for s in self.scales):
             raise CnnvizError(f"every scale must be at least 16 px, got {list(self.scales)}")
-        if self.jitter < 0:
-            raise CnnvizError(f"--jitter must be >= 0, got {self.jitter}")
-        if self.optimizer == "lbfgs" and (self.jitter or self.regularizers):
+        if self.optimizer == "lbfgs" and (self.transforms or self.regularizers):
             raise CnnvizError(
-                "jitter, blur, clip and decay change the objective between steps, which L-BFGS cannot follow: "
-                "use --optimizer adam, or turn them off (--jitter 0 --blur 0 --clip-norm 0 --clip-contribution 0)"
+                "random transforms (jitter), blur, clip and decay change the objective between steps, which L-BFGS "
+                "cannot follow: use --optimizer adam, or turn them off (--jitter 0 --blur 0 --clip-norm 0 --clip-contribution 0)"
             )
 
     @property
@@ -174,7 +185,7 @@ def _sizes(final: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int
 
 def optimize(
     problem: Callable[[tuple[int, int]], Objective],
-    init: Tensor,
+    init: Tensor | Parameterization,
     settings: Settings,
     callback: Callable[[Step], None] | None = None,
     zero: Tensor | None = None,
@@ -182,34 +193,58 @@ def optimize(
     """Minimise ``problem(size)(image)`` over the image, coarse to fine.
 
     ``problem`` builds the objective for an image size (H, W), so targets can be recomputed per
-    scale; ``init`` (1, 3, H, W) in [0, 1] sets the final size. ``zero`` is the model's zero input
-    as an image (the regularizers' reference point; black if not given).
+    scale. ``init`` is the start image (B, 3, H, W) in [0, 1], optimised as ``Pixels``, or any
+    ``Parameterization``; it sets the final size. ``zero`` is the model's zero input as an image (the
+    regularizers' reference point; black if not given). Per-pixel regularizers and coarse-to-fine
+    need ``Pixels``.
     """
     settings.check()
+    param = Pixels(init) if isinstance(init, Tensor) else init
+    final = tuple(param().shape[-2:])
+    if not param.pixels and (settings.regularizers or settings.scales):
+        raise CnnvizError(f"blur, clip, decay and --scales work on pixels, not on the {param.describe} parameterization")
     generator = torch.Generator().manual_seed(settings.seed)
-    zero = torch.zeros_like(init[:, :, :1, :1]) if zero is None else zero
     stop = threading.Event()
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    sizes = _sizes(tuple(init.shape[-2:]), settings.scales)
+    sizes = _sizes(final, settings.scales)
     total_iters = settings.iters * len(sizes)
-    image = resize(init, sizes[0]).detach().clone()
-    latest: dict = {"image": image.clone(), "losses": {}, "iteration": 0}
+    if len(sizes) > 1:
+        param = Pixels(resize(param(), sizes[0]))
+    with torch.no_grad():
+        latest: dict = {"image": param().detach(), "losses": {}, "iteration": 0}
+    zero = torch.zeros_like(latest["image"][:1, :, :1, :1]) if zero is None else zero
     error = None
     evaluations = 0
     base = 0
+    readout = Readout(every=1 if settings.optimizer == "lbfgs" else READ_EVERY)
+    kept = {"image": latest["image"]}
+
+    def report(readings: list[Reading]) -> str | None:
+        """Record evaluations read from the device; at a non-finite loss, restore the last finite image and
+        say why the run stops (Adam may have taken a few steps past it before the read)."""
+        for r in readings:
+            if not math.isfinite(r.loss):
+                latest["image"] = kept["image"]
+                return f"the loss became {r.loss} at iteration {r.iteration}"
+            kept["image"] = r.image
+            latest.update(image=r.image, losses=r.losses, iteration=r.iteration)
+            history.append({"evaluation": r.evaluation, "iteration": r.iteration, "scale": r.scale, "loss": r.loss, **r.losses})
+            if callback:
+                callback(Step(r.evaluation, r.iteration, total_iters, r.scale, r.losses, r.loss, r.seconds, r.image))
+        return None
 
     with _stop_on_signals(stop):
         for scale_index, size in enumerate(sizes):
             if scale_index:
-                image = resize(latest["image"], size).detach().clone()
+                param = Pixels(resize(latest["image"], size))
             objective = problem(size)
-            param = image.requires_grad_(True)
+            leaves = param.parameters()
             if settings.optimizer == "adam":
-                optimizer = torch.optim.Adam([param], lr=settings.step_size)
+                optimizer = torch.optim.Adam(leaves, lr=settings.step_size)
             else:
                 optimizer = torch.optim.LBFGS(
-                    [param], lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
+                    leaves, lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
                     tolerance_grad=0.0, tolerance_change=0.0,
                 )
 
@@ -218,27 +253,21 @@ def optimize(
                 if stop.is_set():
                     raise _Abort
                 optimizer.zero_grad(set_to_none=True)
-                shifted = param.clamp(0, 1) if settings.optimizer == "lbfgs" else param
-                if settings.jitter:
-                    dy, dx = torch.randint(-settings.jitter, settings.jitter + 1, (2,), generator=generator).tolist()
-                    shifted = torch.roll(param, shifts=(dy, dx), dims=(-2, -1))
-                terms = objective(shifted)
+                image = param()
+                terms = objective(compose(settings.transforms, image, generator))
                 loss = sum(terms.values())
-                values = {k: float(v.detach()) for k, v in terms.items()}
-                total = float(loss.detach())
-                if not math.isfinite(total):
-                    raise _Abort(f"the loss became {total} at iteration {latest['iteration'] + 1}")
-                loss.backward()
-                if not param.grad.is_contiguous():
-                    param.grad = param.grad.contiguous()  # channels-last layers may return strided grads; L-BFGS views them flat
                 evaluations += 1
                 iteration = base + done + (max(1, _lbfgs_iterations(optimizer, at_least=0) - chunk_start) if settings.optimizer == "lbfgs" else 1)
-                latest.update(image=param.detach().clamp(0, 1), losses=values, iteration=iteration)
-                record = {"evaluation": evaluations, "iteration": iteration, "scale": max(size), "loss": total, **values}
-                history.append(record)
-                if callback:
-                    callback(Step(evaluations, iteration, total_iters, max(size), values, total,
-                                  time.perf_counter() - start, latest["image"]))
+                readout.add(terms, loss, evaluation=evaluations, iteration=iteration, scale=max(size),
+                            seconds=time.perf_counter() - start, image=image.detach())
+                if settings.optimizer == "lbfgs" and (failed := report(readout.read())):
+                    raise _Abort(failed)  # L-BFGS reads every loss itself; its line search must never see a NaN
+                loss.backward()
+                for leaf in leaves:
+                    if not leaf.grad.is_contiguous():
+                        leaf.grad = leaf.grad.contiguous()  # channels-last layers may return strided grads; L-BFGS views them flat
+                if readout.due and (failed := report(readout.read())):
+                    raise _Abort(failed)
                 return loss
 
             done = 0
@@ -258,20 +287,28 @@ def optimize(
                         optimizer.step(closure)
                         done += 1
                     with torch.no_grad():
-                        for regularizer in settings.regularizers:
-                            param.copy_(regularizer(param, param.grad, zero, done))
+                        if settings.regularizers:
+                            (pixels,) = leaves
+                            for regularizer in settings.regularizers:
+                                pixels.copy_(regularizer(pixels, pixels.grad, zero, done))
                         if settings.optimizer == "adam":
-                            param.clamp_(0, 1)
-                    latest["image"] = param.detach().clamp(0, 1)
+                            param.project()
+                        latest["image"] = param().detach()
                     if stop.is_set():
                         raise _Abort
             except _Abort as abort:
                 error = str(abort) or None
-                break
             finally:
-                param.requires_grad_(False)
+                for leaf in leaves:
+                    leaf.requires_grad_(False)
+            error = error or report(readout.read())
+            if error is None and settings.optimizer == "adam":
+                with torch.no_grad():
+                    latest["image"] = param().detach()  # the image after the last step, not the last one evaluated
+            if error or stop.is_set():
+                break
     return Result(
-        image=resize(latest["image"].clamp(0, 1), tuple(init.shape[-2:])), iterations=latest["iteration"], losses=latest["losses"], history=history,
+        image=resize(latest["image"].clamp(0, 1), final), iterations=latest["iteration"], losses=latest["losses"], history=history,
         seconds=time.perf_counter() - start, interrupted=stop.is_set(), error=error,
     )
 

@@ -29,3 +29,12 @@ def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedP
     return subprocess.run(
         [sys.executable, "-m", "cnnviz", *args], capture_output=True, text=True, timeout=timeout, **kwargs
     )
+
+
+@pytest.fixture(scope="session")
+def quick_gallery(tmp_path_factory):
+    """``cnnviz gallery --quick`` built once per session (about a minute): its folder and the CLI's result.
+    One thread: on a shared 2-core machine, two threads per process fight the others and are far slower."""
+    folder = tmp_path_factory.mktemp("quick-gallery")
+    result = run_cli("gallery", "--quick", "--threads", "1", "--out", str(folder))
+    return folder, result

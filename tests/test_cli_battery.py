@@ -25,7 +25,7 @@ from PIL import Image
 
 from cnnviz import __version__
 
-SHARED = ("--model", "--weights", "--device", "--threads", "--out", "--seed", "--quiet")
+SHARED = ("--model", "--weights", "--device", "--precision", "--threads", "--out", "--seed", "--quiet")
 LOOP = ("--optimizer", "--iters", "--lr", "--scales", "--save-every")
 COMMANDS = {
     "saliency": False, "ascent": True, "invert": True, "texture": True, "transfer": True,

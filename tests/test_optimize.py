@@ -9,6 +9,7 @@ from cnnviz.objectives import Objective, Term, feature_loss, targets, tv_loss
 from cnnviz.optimize import Blur, Clip, Decay, Settings, optimize
 from cnnviz.core.hooked import load_model
 from cnnviz.errors import CnnvizError
+from cnnviz.transforms import Jitter
 
 
 def _inversion_problem(vgg, reference, layer="relu1_2"):
@@ -94,7 +95,7 @@ def test_per_step_regularizers():
 
 
 def test_bad_settings_are_user_errors():
-    for bad in (Settings(optimizer="sgd"), Settings(iters=0), Settings(lr=-1.0), Settings(jitter=2)):
+    for bad in (Settings(optimizer="sgd"), Settings(iters=0), Settings(lr=-1.0), Settings(transforms=(Jitter(2),))):
         with pytest.raises(CnnvizError):
             bad.check()
 
@@ -143,7 +144,7 @@ def test_the_global_generator_is_left_alone(vgg):
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    invert(vgg, "coffee", "relu1_1", size=32, settings=Settings(optimizer="adam", iters=2, seed=3, jitter=2))
+    invert(vgg, "coffee", "relu1_1", size=32, settings=Settings(optimizer="adam", iters=2, seed=3, transforms=(Jitter(2),)))
     load_model("resnet18", weights="random", device="cpu", seed=5)
     assert torch.equal(torch.rand(3), expected)
 

@@ -68,7 +68,7 @@ def model_record(analyzer: str, model: HookedModel, layers: list[str], params: d
         weights=model.weights.id,
         weights_sha256=model.weights.sha256,
         layers=layers,
-        params={**params, "device": str(model.device)},
+        params={**params, "device": str(model.device), "precision": model.compute_precision},
         **fields,
     )
 
@@ -85,7 +85,7 @@ def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[st
             "iters": settings.iters,
             "lr": settings.step_size,
             "scales": list(settings.scales),
-            "jitter": settings.jitter,
+            "transforms": [repr(t) for t in settings.transforms],
             "regularizers": [repr(r) for r in settings.regularizers],
         },
         seed=settings.seed,

@@ -39,6 +39,7 @@ def invert(
 ) -> Output:
     """Reconstruct ``image`` from its features at ``layer``; returns the image and its record."""
     settings = settings or Settings()
+    model = model.optimizing()
     layer = model.table.get(layer).name
     reference = as_image(image, size, model.device)
     check_fits(model, [layer], reference.shape, settings.optimizer)

@@ -3,6 +3,7 @@ or one neuron of a named layer; one scalar per image."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import Tensor
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError, unknown
-from cnnviz.objectives import Activations, channel_mean, neuron
+from cnnviz.objectives import Activations, Score, channel_mean, channel_score, neuron, neuron_score
 
 TOP = "top"
 MAX = "max"
@@ -39,6 +40,12 @@ class Target:
         if self.is_neuron:
             return neuron(activation, self.channel, self.y, self.x)
         return channel_mean(activation, self.channel)
+
+    def objective(self, items: Sequence[int] | None = None) -> Score:
+        """The target as a composable ``Score``, summed over batch ``items`` (None: all)."""
+        if self.is_neuron:
+            return neuron_score(self.layer, self.channel, self.y, self.x, items)
+        return channel_score(self.layer, self.channel, items)
 
     @property
     def label(self) -> str:

@@ -30,6 +30,7 @@ def texture(
     """Synthesize a texture of ``image`` with long side ``size`` (the source is read at ``source_size``,
     default ``size``); ``init`` is noise, zeros, content (the source itself) or an image file."""
     settings = settings or Settings()
+    model = model.optimizing()
     check_size(size)
     layers = [model.table.get(name).name for name in layers]
     src = as_image(image, source_size or size, model.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
 from PIL.Image import Image as PILImage
 from torch import Tensor
 
@@ -33,13 +34,42 @@ def check_preserve_color(preserve_color: str | None) -> None:
 
 
 def content_term(weight: float, reference: Tensor, model: HookedModel, layers: Sequence[str]) -> Term:
-    """α · mean over layers of ½Σ(F − P)² / ½ΣP², with P from ``reference`` (computed once)."""
+    """α · mean over layers of ½Σ(F − P)² / ½ΣP², with P and ½ΣP² from ``reference`` (computed once)."""
     p = targets(model, reference, layers)
+    energy = {l: content_loss(p[l], torch.zeros_like(p[l])).clamp_min(1e-12) for l in layers}
 
     def loss(acts: dict[str, Tensor], image: Tensor) -> Tensor:
-        return sum(content_loss(acts[l], p[l]) / content_loss(p[l], 0 * p[l]).clamp_min(1e-12) for l in layers) / len(layers)
+        return sum(content_loss(acts[l], p[l]) / energy[l] for l in layers) / len(layers)
 
     return Term("content", weight, tuple(layers), loss)
+
+
+def transfer_problem(
+    model: HookedModel,
+    target: Tensor,
+    style_images: Sequence[Tensor],
+    blend: Sequence[float],
+    *,
+    content_weight: float = 1.0,
+    style_weight: float = DEFAULT_STYLE_WEIGHT,
+    content_layers: Sequence[str] = CONTENT_LAYERS,
+    style_layers: Sequence[str] = STYLE_LAYERS,
+    style_layer_weights: Sequence[float] | None = None,
+    tv_weight: float = 0.0,
+) -> Callable[[tuple[int, int]], Objective]:
+    """The objective of a transfer for each image size (H, W): α content of ``target`` + β style of the
+    ``blend`` of ``style_images`` (+ TV); the style Grams are computed once, the content targets per size."""
+    grams = gram_targets(model, style_images, blend, style_layers)
+    style = style_term(style_weight, grams, style_layer_weights)
+
+    def problem(shape: tuple[int, int]) -> Objective:
+        return Objective(model, [
+            content_term(content_weight, resize(target, shape), model, content_layers),
+            style,
+            Term("tv", tv_weight, (), lambda acts, x: tv_loss(x)),
+        ])
+
+    return problem
 
 
 def transfer(
@@ -64,6 +94,7 @@ def transfer(
     """Render the content ``image`` in the style of ``styles`` (blended by ``style_blend``); returns
     image + record. ``init``: content, noise, style (the first style image) or an image file."""
     settings = settings or Settings()
+    model = model.optimizing()
     check_size(size)
     check_size(style_size, "--style-size")
     if isinstance(styles, (str, Path, Tensor, PILImage)):
@@ -86,16 +117,9 @@ def transfer(
         if preserve_color == "histogram":
             style_images = [match_color_histogram(s, photo) for s in style_images]
         target = photo
-    grams = gram_targets(model, style_images, blend, style_layers)
-    style = style_term(style_weight, grams, style_layer_weights)
-
-    def problem(shape: tuple[int, int]) -> Objective:
-        return Objective(model, [
-            content_term(content_weight, resize(target, shape), model, content_layers),
-            style,
-            Term("tv", tv_weight, (), lambda acts, x: tv_loss(x)),
-        ])
-
+    problem = transfer_problem(model, target, style_images, blend, content_weight=content_weight, style_weight=style_weight,
+                               content_layers=content_layers, style_layers=style_layers,
+                               style_layer_weights=style_layer_weights, tv_weight=tv_weight)
     start = resize(style_images[0], tuple(target.shape[-2:])) if init == "style" else initial_image(init, target, model, settings.seed)
     result = optimize(problem, start, settings, callback)
     picture = with_chroma(result.image, photo) if preserve_color == "luminance" else result.image

@@ -35,3 +35,44 @@ def set_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise CnnvizError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. on macOS)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes BF16 natively (AMX or AVX512-BF16); without it bf16 is slower than fp32."""
+    return not cpu_flags().isdisjoint({"amx_bf16", "avx512_bf16"})
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse a precision that does not exist or that ``device`` cannot run."""
+    if precision not in PRECISIONS:
+        raise CnnvizError(f"unknown precision '{precision}' (choices: {', '.join(PRECISIONS)})")
+    if precision == "fp16" and device.type != "cuda":
+        raise CnnvizError(f"--precision fp16 needs a CUDA GPU, not {device.type} (use bf16 or fp32)")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the network's forward is autocast to for ``precision`` on ``device`` (None: plain fp32).
+
+    ``auto`` is bf16 on a CPU with native BF16 (about twice as fast as fp32 there) and fp32 elsewhere:
+    on CUDA, convolutions already use TF32, which the measured GPU ran as fast as bf16 (benchmarks/RESULTS.md).
+    """
+    check_precision(precision, device)
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+    return _DTYPES[precision]

@@ -17,6 +17,7 @@ import math
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnviz.core.layers import Layer
 
@@ -108,6 +109,20 @@ class EfficientNetLite0(nn.Module):
         self._flatten = nn.Flatten(1)
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(HEAD, num_classes)
+
+    def fold_batchnorm(self) -> EfficientNetLite0:
+        """Fold every (frozen, eval-mode) BatchNorm into the convolution before it, leaving an Identity:
+        the same function with a third fewer operations forward and backward (a BatchNorm costs as
+        much as a depthwise convolution). The ReLU6 modules, and so the layer names, stay as they are."""
+        pairs = [(self, "_conv_stem", "_bn0"), (self, "_conv_head", "_bn1")]
+        for block in self._blocks:
+            pairs += [(block, "_expand_conv", "_bn0")] if block.expands else []
+            pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+        for parent, conv, bn in pairs:
+            if isinstance(getattr(parent, bn), nn.BatchNorm2d):
+                setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv).eval(), getattr(parent, bn).eval()))
+                setattr(parent, bn, nn.Identity())
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._act_stem(self._bn0(self._conv_stem(x)))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from contextlib import nullcontext
 from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from cnnviz.core.convention import Convention
-from cnnviz.core.device import resolve_device
+from cnnviz.core.device import autocast_dtype, check_precision, resolve_device
 from cnnviz.core.head import load_head
 from cnnviz.core.layers import LOGITS, LayerTable
 from cnnviz.core.models import ModelSpec, VGGTrunk, get_spec
@@ -30,19 +32,39 @@ class HookedModel:
     nothing behind. Gradients flow to ``image`` unless called under ``torch.no_grad``.
     Weights and inputs use the channels-last layout: about 20% faster convolutions on the CPU.
     ``classes`` names the outputs of ``logits`` (None: the network has no class scores).
+
+    ``precision`` (auto, fp32, bf16, fp16) sets the dtype the forward pass is autocast to; activations
+    come back as float32 whatever it is, so losses, the image and optimizer state stay fp32. ``auto``
+    means exact fp32 except in the copy ``optimizing()`` returns, which the optimizing analyzers use:
+    they tolerate bf16's rounding, while saliency and patches report exact gradients and activations.
     """
 
     def __init__(
         self, net: nn.Module, spec: ModelSpec, weights: Weights, device: torch.device,
-        classes: Sequence[str] | None = None,
+        classes: Sequence[str] | None = None, precision: str = "auto",
     ) -> None:
+        check_precision(precision, device)
         self.net = net.to(device, memory_format=torch.channels_last)
         self.spec = spec
         self.weights = weights
         self.device = device
         self.classes = tuple(classes) if classes is not None else None
         self.table: LayerTable = spec.table(self.net)
+        self.precision = precision
+        self.autocast: torch.dtype | None = None if precision == "auto" else autocast_dtype(precision, device)
         self._modules = dict(self.net.named_modules())
+
+    def optimizing(self) -> HookedModel:
+        """This model (sharing its network) with ``auto`` resolved for optimization: bf16 on a CPU with
+        native BF16, fp32 elsewhere (``core.device.autocast_dtype``)."""
+        fast = copy.copy(self)
+        fast.autocast = autocast_dtype(self.precision, self.device)
+        return fast
+
+    @property
+    def compute_precision(self) -> str:
+        """The precision the forward pass runs in: fp32, bf16 or fp16 (for the run's record)."""
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.autocast]
 
     @property
     def name(self) -> str:
@@ -68,6 +90,7 @@ class HookedModel:
             if name != LOGITS:
                 by_path.setdefault(layer.path, {}).setdefault(layer.call, []).append(name)
         need_logits = LOGITS in wanted
+        autocast = self.autocast is not None
         x = x.contiguous(memory_format=torch.channels_last)
 
         def hook(path: str):
@@ -76,7 +99,7 @@ class HookedModel:
             def capture(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
                 nonlocal calls
                 for name in by_path[path].get(calls, ()):
-                    captured[name] = output
+                    captured[name] = output.float() if autocast else output
                 calls += 1
                 if not need_logits and len(captured) == len(wanted):
                     raise _Stop
@@ -85,9 +108,10 @@ class HookedModel:
 
         handles = [self._modules[path].register_forward_hook(hook(path)) for path in by_path]
         try:
-            out = self.net(x)
+            with torch.autocast(self.device.type, self.autocast) if autocast else nullcontext():
+                out = self.net(x)
             if need_logits:
-                captured[LOGITS] = out
+                captured[LOGITS] = out.float() if autocast else out
         except _Stop:
             pass
         except RuntimeError as err:
@@ -102,7 +126,7 @@ class HookedModel:
 
 
 @lru_cache(maxsize=4)
-def _load(name: str, weights: str | None, device: str, seed: int) -> HookedModel:
+def _load(name: str, weights: str | None, device: str, seed: int, precision: str) -> HookedModel:
     spec = get_spec(name)
     resolved = resolve(spec, weights)
     dev = resolve_device(device)
@@ -110,15 +134,18 @@ def _load(name: str, weights: str | None, device: str, seed: int) -> HookedModel
     classes = None if isinstance(net, VGGTrunk) else spec.categories()
     if spec.head:
         net.head, classes, resolved = load_head(spec, resolved)
-    return HookedModel(net, spec, resolved, dev, classes)
+    return HookedModel(net, spec, resolved, dev, classes, precision)
 
 
-def load_model(name: str = "vgg16", weights: str | None = None, device: str = "auto", seed: int = 0) -> HookedModel:
+def load_model(
+    name: str = "vgg16", weights: str | None = None, device: str = "auto", seed: int = 0, precision: str = "auto",
+) -> HookedModel:
     """Load (and cache) a named model with its weights on a device; see ``weights.resolve``.
 
-    ``NAME+head`` / ``NAME+head:FILE`` put a classifier head (``cnnviz.core.head``) on VGG convolutions.
+    ``NAME+head`` / ``NAME+head:FILE`` put a classifier head (``cnnviz.core.head``) on VGG convolutions;
+    ``precision`` is auto, fp32, bf16 or fp16 (see ``HookedModel``).
     """
-    return _load(name, weights, str(device), seed)
+    return _load(name, weights, str(device), seed, precision)
 
 
 def with_head(name: str, weights: str | None = None) -> str:

@@ -3,8 +3,9 @@
 A forward pass to the deepest layer keeps every layer's output for the backward pass, and the
 backward pass needs about as much again for their gradients; so a run needs about twice the sum of
 all layer outputs up to that layer, which grows with the number of pixels. That sum is measured once
-on a probe image of at most 64 px a side and scaled to the run's size; the optimizer's state
-(L-BFGS keeps 2 × history copies of the image, Adam 2) comes on top.
+on a probe image of at most 64 px a side and scaled to the run's size, at 2 bytes a value where the
+forward is autocast to bf16/fp16 and 4 in fp32; the optimizer's state, in fp32 (L-BFGS keeps 2 × its
+history of 50 copies of the image, Adam 2, and Adam's unread losses each hold their image), comes on top.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import torch
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError
+from cnnviz.readout import READ_EVERY
 
 PROBE = 64
 BACKWARD_FACTOR = 2.0
-IMAGE_COPIES = {"lbfgs": 2 * 50 + 8, "adam": 8, None: 4}
+IMAGE_COPIES = {"lbfgs": 2 * 50 + 8, "adam": 8 + READ_EVERY, None: 4}
 
 
 def values_per_pixel(model: HookedModel, layers: Sequence[str], probe: tuple[int, int] = (PROBE, PROBE)) -> float:
@@ -62,8 +64,10 @@ def needed_bytes(
     """Bytes a forward + backward pass of ``batch`` images of ``shape`` (and the optimizer's state) needs."""
     pixels = shape[0] * shape[1]
     probe = (min(shape[0], PROBE), min(shape[1], PROBE))
-    values = BACKWARD_FACTOR * batch * values_per_pixel(model, layers, probe) * pixels + IMAGE_COPIES[optimizer] * 3 * pixels
-    return int(values * 4)
+    parameter = next(model.net.parameters(), None)
+    value_bytes = (model.autocast or (parameter.dtype if parameter is not None else torch.float32)).itemsize
+    activations = BACKWARD_FACTOR * batch * values_per_pixel(model, layers, probe) * pixels * value_bytes
+    return int(activations + IMAGE_COPIES[optimizer] * 3 * pixels * 4)
 
 
 def check_fits(

@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnviz.core.convention import CAFFE_BGR, CONVENTIONS, IMAGENET, TF_RGB, Convention
+from cnnviz.core.efficientnet import EfficientNetLite0
 from cnnviz.core.models import ModelSpec
 from cnnviz.errors import CnnvizError
 
@@ -195,7 +196,8 @@ def _download_imagenet(spec: ModelSpec, path: Path, allowed: bool) -> None:
 
 
 def build(spec: ModelSpec, weights: Weights, seed: int = 0) -> nn.Module:
-    """Build the network and load its weights (float32, eval mode, no in-place ReLUs)."""
+    """Build the network and load its weights (float32, eval mode, no in-place ReLUs; EfficientNet-Lite0's
+    BatchNorms folded into its convolutions)."""
     if weights.id == "random":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -217,4 +219,7 @@ def build(spec: ModelSpec, weights: Weights, seed: int = 0) -> nn.Module:
     for module in net.modules():
         if isinstance(module, nn.ReLU):
             module.inplace = False
-    return net.eval().requires_grad_(False)
+    net = net.eval().requires_grad_(False)
+    if isinstance(net, EfficientNetLite0):
+        net.fold_batchnorm()
+    return net

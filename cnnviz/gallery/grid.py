@@ -5,8 +5,13 @@ Captions come from run records (the sidecars), so a grid says how each cell was 
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+import re
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,16 +27,50 @@ from cnnviz.core.images import atomic_write  # noqa: E402
 
 CELL_INCHES = 2.2
 DPI = 120
+MAX_COLUMNS = 9
+"""Longer rows are wrapped (``wrap``): a grid stays readable at page width."""
+
+_figure: ContextVar[tuple[dict[str, Any], float] | None] = ContextVar("figure", default=None)
+
+
+@contextmanager
+def recording(figure: dict[str, Any]) -> Iterator[None]:
+    """While inside, every grid drawn records ``figure`` (how the gallery made it) and the seconds since
+    entering in its sidecar, under ``"figure"``."""
+    token = _figure.set((figure, time.perf_counter()))
+    try:
+        yield
+    finally:
+        _figure.reset(token)
+
+
+def _block(name: str) -> str | None:
+    match = re.search(r"(\d+)_\d+$", name)
+    return match.group(1) if match else None
+
+
+def wrap(names: Sequence[str], width: int = MAX_COLUMNS) -> list[list[str]]:
+    """Layer names as rows: one row if they fit in ``width``, else one per block where names say their
+    block (``relu3_2``, ``block3_2``: block 3), each at most ``width`` long."""
+    if len(names) <= width:
+        return [list(names)]
+    rows: list[list[str]] = []
+    for _, group in itertools.groupby(names, key=_block):
+        names_in = list(group)
+        rows += [names_in[i:i + width] for i in range(0, len(names_in), width)]
+    return rows
 
 
 @dataclass
 class Cell:
     """One picture of a grid: an image tensor (1, 3, H, W) in [0, 1] or an (H, W[, 3]) array, a caption,
-    and the file it was saved to (linked from the gallery; its sidecar holds the full record)."""
+    the file it was saved to (linked from the gallery; its sidecar holds the full record), and a title
+    above it where a column title cannot say what it is (in wrapped rows)."""
 
     image: Tensor | np.ndarray
     caption: str = ""
     path: Path | None = None
+    title: str = ""
 
 
 def caption(record: dict[str, Any] | Any) -> str:
@@ -92,13 +131,13 @@ def draw_grid(
                 continue
             array = _array(cell.image)
             ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1, interpolation="lanczos")
-            ax.set_xlabel(cell.caption, fontsize=8)
-            if i == 0 and j < len(col_titles):
-                ax.set_title(col_titles[j], fontsize=10)
+            ax.set_xlabel(cell.caption, fontsize=10)
+            if cell.title or (i == 0 and j < len(col_titles)):
+                ax.set_title(cell.title or col_titles[j], fontsize=12)
             if j == 0 and i < len(row_titles):
-                ax.set_ylabel(row_titles[i], fontsize=10)
+                ax.set_ylabel(row_titles[i], fontsize=12)
     if title:  # in a strip of its own at the top, however tall the grid
-        fig.suptitle(title, fontsize=11, y=1 - 0.08 / height)
+        fig.suptitle(title, fontsize=14, y=1 - 0.08 / height)
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.4 / height if title else 0)))
     try:
         png = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
@@ -110,6 +149,11 @@ def draw_grid(
         "cells": [[c.path.name if c is not None and c.path is not None else None for c in row] for row in rows],
         **(extra or {}),
     }
+    if any(c is not None and c.title for row in rows for c in row):
+        sidecar["cell_titles"] = [[c.title if c is not None else "" for c in row] for row in rows]
+    figure = _figure.get()
+    if figure is not None:
+        sidecar["figure"] = {**figure[0], "seconds": round(time.perf_counter() - figure[1], 1)}
     text = json.dumps(sidecar, indent=2)
     atomic_write(png.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
     return png

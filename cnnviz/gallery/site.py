@@ -1,7 +1,8 @@
-"""The static HTML gallery: one page, sections per analyzer, built from the grids' and cells' sidecars.
+"""The static HTML gallery: one page, a section per analyzer, built from the grids' and cells' sidecars.
 
-It opens from the file system (relative links, inline CSS, no scripts) and adds a loss-curve plot
-(matplotlib) per grid from the cells' recorded histories.
+It opens from the file system (relative links, inline CSS, no scripts, nothing external) and links only
+files that exist in its folder, so the lean published copy (grids only) has no dead links. Each grid
+with recorded optimization histories gets a loss-curve plot (matplotlib) beside it.
 """
 
 from __future__ import annotations
@@ -10,58 +11,44 @@ import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from cnnviz import __version__  # noqa: E402
 from cnnviz.core.images import atomic_write  # noqa: E402
+from cnnviz.gallery.sections import SECTIONS  # noqa: E402
 
-SECTIONS = {
-    "saliency": "Saliency: gradients, guided backprop, SmoothGrad, integrated gradients, Grad-CAM",
-    "ascent": "Gradient ascent",
-    "patches": "Maximally activating patches",
-    "invert": "Feature inversion",
-    "texture": "Texture synthesis",
-    "transfer": "Style transfer",
-}
+GRID_FORMATS = (".png", ".webp")
+DISPLAY_SCALE = 0.62
+"""Grid pixels to CSS pixels: every grid shares cell size and DPI, so its cells show at one size on the page."""
 
-NOTES = {
-    "saliency": "What in each photo EfficientNet-Lite0's top class responds to. Backprop is the signed gradient "
-                "of the class score (grey is zero) and Simonyan et al.'s map its magnitude; deconvnet and guided "
-                "backprop (Springenberg et al.) rectify the gradient at every ReLU, guided backprop also where the "
-                "forward input was negative, so it draws the object's edges (deconvnet ignores the forward pass except "
-                "at max-pooling, which EfficientNet does not have: its map is the same grid for every photo); SmoothGrad averages over noisy copies, "
-                "integrated gradients along a path from black; Grad-CAM (Selvaraju et al.) says where, from the last "
-                "7x7 layer, and guided Grad-CAM keeps the guided edges there.",
-    "ascent": "Images that maximise an ImageNet class score of EfficientNet-Lite0, or one channel of VGG-16's relu4_3, "
-              "starting from the zero image. Rows switch on the L2 penalty (Simonyan et al.) and blur, clipping and "
-              "jitter (Yosinski et al.) one by one: without them the ascent finds high-frequency patterns; with them, "
-              "larger structures of the class (cup rims for espresso).",
-    "patches": "Where a channel fires most over the bundled images at two scales (Zeiler & Fergus): each patch is its "
-               "unit's exact receptive field, grey beyond the image border, with the unit's guided-backprop map beside it "
-               "(Springenberg et al.). VGG-16's relu2_2 channels pick colours, oriented edges and gratings; relu4_3 channels "
-               "textures and parts (rims, eyes, stripes). EfficientNet-Lite0's block3_2 has relu4_3's stride (8 px); its "
-               "guided maps fill only the middle of each field: the effective receptive field is much smaller than the exact one.",
-    "invert": "The image whose features at one layer match the photo's (Mahendran & Vedaldi), from noise: early layers "
-              "keep the photo, deep ones only its parts and layout.",
-    "texture": "New images with the source's Gram matrices up to deeper and deeper layers (Gatys et al. 2015): "
-               "the structures that repeat grow with the layers matched.",
-    "transfer": "The content photo's features at relu4_2 with the painting's Gram matrices (Gatys et al. 2016), "
-                "sweeping the ratio of the two, the content layer and the size of the style image.",
-}
+
+@dataclass
+class Link:
+    """A cell of a grid: its label and the files of it that exist (full-size image, sidecar)."""
+
+    label: str
+    image: str | None
+    sidecar: str | None
 
 
 @dataclass
 class Figure:
-    """One grid on the page, with links to its cells and their sidecars."""
+    """One grid on the page: its image and size, title, command, sidecar and cells' links, loss plot."""
 
     image: str
+    width: int
+    height: int
     title: str
-    cells: list[dict[str, str]] = field(default_factory=list)
+    sidecar: str
+    command: str | None = None
+    cells: list[Link] = field(default_factory=list)
     loss_plot: str | None = None
 
 
@@ -94,28 +81,49 @@ def _loss_plot(grid: Path, cells: list[tuple[str, Path]]) -> str | None:
     return out.name
 
 
+def _labels(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, file name) of every cell with a file: its own title, else its row and column titles."""
+    rows, cols = data.get("row_titles") or [], data.get("col_titles") or []
+    titles = data.get("cell_titles") or []
+    out = []
+    for i, row in enumerate(data.get("cells", [])):
+        for j, name in enumerate(row):
+            if not name:
+                continue
+            own = titles[i][j] if i < len(titles) and j < len(titles[i]) else ""
+            parts = [rows[i] if i < len(rows) else "", own or (cols[j] if j < len(cols) else "")]
+            out.append((" / ".join(p.replace("\n", " ") for p in parts if p) or name, name))
+    return out
+
+
+def _existing(folder: Path, name: str) -> str | None:
+    return name if (folder / name).is_file() else None
+
+
+def _figure(folder: Path, sidecar: Path, data: dict[str, Any]) -> Figure | None:
+    image = next((sidecar.with_suffix(s) for s in GRID_FORMATS if sidecar.with_suffix(s).is_file()), None)
+    if image is None:
+        return None
+    with Image.open(image) as im:
+        width, height = im.size
+    cells = [(label, folder / name) for label, name in _labels(data)]
+    links = [Link(label, _existing(folder, p.name), _existing(folder, p.with_suffix(".json").name)) for label, p in cells]
+    return Figure(
+        image=image.name, width=round(width * DISPLAY_SCALE), height=round(height * DISPLAY_SCALE),
+        title=data.get("title", ""), sidecar=sidecar.name, command=(data.get("figure") or {}).get("command"),
+        cells=[link for link in links if link.image or link.sidecar], loss_plot=_loss_plot(image, cells),
+    )
+
+
 def _figures(folder: Path) -> dict[str, list[Figure]]:
     figures: dict[str, list[Figure]] = {key: [] for key in SECTIONS}
     for sidecar in sorted(folder.glob("*.json")):
         data = json.loads(sidecar.read_text())
-        if data.get("kind") != "grid" or data.get("analyzer") not in SECTIONS:
+        if not isinstance(data, dict) or data.get("kind") != "grid" or data.get("analyzer") not in SECTIONS:
             continue
-        png = sidecar.with_suffix(".png")
-        cols = data.get("col_titles") or []
-        cells: list[tuple[str, Path]] = []
-        for row_index, row in enumerate(data.get("cells", [])):
-            rows = data.get("row_titles") or []
-            for col_index, name in enumerate(row):
-                if name:
-                    label = " / ".join(
-                        t for t in (rows[row_index] if row_index < len(rows) else "", cols[col_index] if col_index < len(cols) else "") if t
-                    )
-                    cells.append((label or name, folder / name))
-        figures[data["analyzer"]].append(Figure(
-            image=png.name, title=data.get("title", ""),
-            cells=[{"label": label, "image": p.name, "sidecar": p.with_suffix(".json").name} for label, p in cells],
-            loss_plot=_loss_plot(png, cells),
-        ))
+        figure = _figure(folder, sidecar, data)
+        if figure is not None:
+            figures[data["analyzer"]].append(figure)
     return figures
 
 
@@ -125,5 +133,5 @@ def build_site(folder: str | Path) -> Path:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cnnviz.gallery", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
     )
-    html = env.get_template("index.html.j2").render(sections=SECTIONS, notes=NOTES, figures=_figures(folder), version=__version__)
+    html = env.get_template("index.html.j2").render(sections=SECTIONS, figures=_figures(folder), version=__version__)
     return atomic_write(folder / "index.html", lambda tmp: tmp.write_text(html))

@@ -1,0 +1,180 @@
+"""The benchmark: floors, seconds per evaluation of the optimizing analyzers, memory and the largest
+transfer, and quality per second. Prints each table and writes them to benchmarks/RESULTS.md.
+
+    python benchmarks/run.py [--device cpu|cuda] [--quick] [--before DIR] [--sections floors,speed,memory,quality]
+
+``--before DIR`` also times the analyzers of an older checkout (e.g. ``git archive COMMIT | tar -x -C DIR``)
+at its defaults. ``--quick`` is a smoke run at small sizes and short budgets, not for quoting.
+Not part of the tests: it takes about half an hour on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from floors import VARIANTS, floor, variant_of
+from machine import describe
+from speed import Case, in_subprocess
+
+from cnnviz.analyzers.style import STYLE_LAYERS
+from cnnviz.analyzers.texture import DEFAULT_LAYERS as TEXTURE_LAYERS
+from cnnviz.analyzers.transfer import CONTENT_LAYERS
+from cnnviz.core import memory
+from cnnviz.core.hooked import load_model
+
+HERE = Path(__file__).resolve().parent
+SECTIONS = ("floors", "speed", "memory", "quality")
+ANALYZERS = {  # analyzer: the layer its floor goes to (its deepest)
+    "transfer": "relu5_1", "texture": TEXTURE_LAYERS[-1], "invert:relu2_2": "relu2_2", "invert:relu5_3": "relu5_3",
+}
+GIB = 2**30
+NOTES = "## Notes"
+CONTENT_NOTE = "astronaut × starry_night"
+
+
+def table(head: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table (also what the terminal shows)."""
+    cells = [[c if isinstance(c, str) else _fmt(c) for c in row] for row in rows]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def seconds(value: float) -> str:
+    return f"{value * 1000:.1f} ms" if value < 0.1 else f"{value:.2f} s"
+
+
+def floors_section(model, sizes: tuple[int, ...]) -> str:
+    rows = [[f"{size} px", *(seconds(floor(model, "relu5_1", size, v)) for v in VARIANTS)] for size in sizes]
+    return table(["VGG-16 to relu5_1, s/evaluation", *VARIANTS], rows)
+
+
+def speed_section(model, args, size: int, before: str | None) -> str:
+    cases = [(name, optimizer) for name in ANALYZERS for optimizer in ("lbfgs", "adam") if optimizer == "lbfgs" or name == "transfer"]
+    floor_cache: dict[tuple[str, str], float] = {}
+    rows = []
+    for name, optimizer in cases:
+        base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads)
+        old = in_subprocess(Case(**{**base.__dict__, "precision": None}), before) if before else None
+        for precision in ("fp32", "auto"):
+            result = in_subprocess(Case(**{**base.__dict__, "precision": precision}))
+            variant = variant_of(result["recorded_precision"])
+            key = (ANALYZERS[name], variant)
+            if key not in floor_cache:
+                floor_cache[key] = floor(model, ANALYZERS[name], size, variant)
+            rows.append([
+                f"{name} ({optimizer})", f"{precision} → {result['recorded_precision']}",
+                seconds(old["s_per_evaluation"]) if old and precision == "fp32" else "",
+                seconds(result["s_per_evaluation"]), f"{variant} to {ANALYZERS[name]}: {seconds(floor_cache[key])}",
+                f"{result['s_per_evaluation'] / floor_cache[key]:.2f}×", f"{result['peak_mib']:.0f}",
+            ])
+            print(rows[-1], flush=True)
+    head = ["analyzer", "precision", "before", "s/evaluation", "matching floor", "ratio", "peak MiB"]
+    return f"{size} px, {'before: ' + before if before else 'no before run'}.\n\n" + table(head, rows)
+
+
+def memory_section(args, size: int) -> str:
+    """The estimate against the measured peak at ``size`` and the largest side a 24 GiB machine allows."""
+    layers = [*CONTENT_LAYERS, *STYLE_LAYERS]
+    rows = []
+    for precision in ("fp32", "auto"):
+        model = load_model("vgg16", device=args.device, precision=precision).optimizing()
+        need = memory.needed_bytes(model, layers, (size, size), "lbfgs")
+        largest = max(s for s in range(256, 8193, 64) if memory.needed_bytes(model, layers, (s, s), "lbfgs") <= 24 * GIB)
+        fits = need <= (memory.available_bytes(model.device) or math.inf)
+        result = in_subprocess(Case("transfer", size=size, precision=precision, device=args.device, short=1, long=2,
+                                    threads=args.threads)) if fits else None
+        rows.append([precision, model.compute_precision, f"{need / GIB:.1f}", f"{result['peak_mib'] / 1024:.1f}" if result else "refused",
+                     seconds(result["s_per_evaluation"]) if result else "—", f"{largest} px"])
+        print(rows[-1], flush=True)
+    head = [f"transfer {size} px, L-BFGS", "runs in", "estimate GiB", "peak GiB (RSS / GPU)", "s/evaluation",
+            "largest side the estimate allows in 24 GiB"]
+    return table(head, rows)
+
+
+def quality_section(args, size: int, budgets: tuple[float, ...]) -> str:
+    from quality import run_all
+
+    picture = HERE / "quality_bf16_vs_fp32.jpg"
+    result = run_all(args.device, size, budgets, ("fp32", "bf16"), picture)
+    rows = [[r["method"], r["precision"], r["evaluations"], *r["losses"], _fmt(r.get("c2f_ratio"))] for r in result["rows"]]
+    head = ["method", "precision", "evaluations", *(f"fp32 loss after {b:g} s" for b in budgets),
+            "time to single-scale loss / its time"]
+    return (f"Transfer {CONTENT_NOTE} at {size} px; losses are the images' fp32 losses.\n\n" + table(head, rows)
+            + f"\n\n![L-BFGS after {budgets[-1]:g} s: fp32 | bf16 | 4 × difference]({picture.name})")
+
+
+def merge(path: Path, header: list[str], parts: dict[str, str]) -> str:
+    """RESULTS.md with ``parts`` replacing the sections of the same title; other sections measured earlier,
+    and the hand-written notes after ``NOTES``, are kept."""
+    kept: dict[str, str] = {}
+    notes = ""
+    if path.is_file():
+        text = path.read_text()
+        text, mark, tail = text.partition(NOTES)
+        notes = mark + tail
+        for chunk in text.split("\n## ")[1:]:
+            title, _, body = chunk.partition("\n")
+            kept[title.strip()] = body.strip()
+    kept.update(parts)
+    return "\n".join(header + [f"## {title}\n\n{body}\n" for title, body in kept.items()]) + ("\n" + notes if notes else "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="small sizes and budgets: a smoke run, not for quoting")
+    parser.add_argument("--before", help="an older checkout whose analyzers to time too")
+    parser.add_argument("--sections", default=",".join(SECTIONS))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model = load_model("vgg16", device=args.device, precision="fp32")
+    machine = describe(device)
+    print(machine, flush=True)
+    quick = args.quick
+    budgets = (2.0, 4.0, 8.0) if quick else ((30.0, 60.0, 120.0) if device.type == "cpu" else (2.0, 5.0, 10.0))
+    runs = {
+        "floors": ("Floors: one forward + input-gradient backward",
+                   lambda: floors_section(model, (128, 256) if quick else (256, 512, 1024))),
+        "speed": ("Seconds per evaluation and ratio to the floor",
+                  lambda: speed_section(model, args, 128 if quick else 512, args.before)),
+        "memory": ("Memory and the largest transfer", lambda: memory_section(args, 512 if quick else 2048)),
+        "quality": ("Quality per second", lambda: quality_section(args, 128 if quick else 512, budgets)),
+    }
+    command = f"`python {' '.join(['benchmarks/run.py', *sys.argv[1:]])}`"
+    parts = {}
+    for name in args.sections.split(","):
+        title, measure = runs[name]
+        load, started = os.getloadavg()[0], time.perf_counter()
+        text = measure()
+        parts[title] = (f"_{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine}; {command}; "
+                        f"{time.perf_counter() - started:.0f} s, load average {load:.2f} → {os.getloadavg()[0]:.2f}_\n\n{text}")
+        print(f"## {title}\n\n{parts[title]}\n", flush=True)
+    if not quick:
+        header = ["# Benchmark results", "", f"Regenerate: `python benchmarks/run.py --device {args.device}` "
+                  "(see its docstring for --before). Each section says when, where and how it was measured.", ""]
+        args.out.write_text(merge(args.out, header, parts))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Seconds per evaluation of one analyzer run, and its peak memory, measured in a fresh process.
+
+Each case runs twice, with ``short`` and ``long`` iterations, and the seconds per evaluation are the
+difference of the two runs' optimization times over the difference of their evaluations: set-up, the
+first (warm-up) evaluation and the final read cancel, and the number holds on a GPU, whose work is
+queued, because every run ends by reading its losses. ``precision`` None leaves ``load_model`` at its
+defaults, so the same worker also measures a checkout from before ``--precision`` existed.
+
+    python benchmarks/speed.py '{"analyzer": "transfer", "size": 512, "precision": "auto", "optimizer": "lbfgs"}'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Case:
+    """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER."""
+
+    analyzer: str
+    size: int = 512
+    precision: str | None = "auto"
+    optimizer: str = "lbfgs"
+    device: str = "cpu"
+    short: int = 2
+    long: int = 8
+    scales: tuple[int, ...] = ()
+    threads: int | None = None
+
+
+def run_analyzer(case: Case, iters: int):
+    """The analyzer's ``Output`` for ``case`` with ``iters`` iterations per scale."""
+    from cnnviz.analyzers.inversion import invert
+    from cnnviz.analyzers.texture import texture
+    from cnnviz.analyzers.transfer import transfer
+    from cnnviz.core.hooked import load_model
+    from cnnviz.optimize import Settings
+
+    options = {} if case.precision is None else {"precision": case.precision}
+    model = load_model("vgg16", device=case.device, **options)
+    settings = Settings(optimizer=case.optimizer, iters=iters, scales=case.scales)
+    name, _, layer = case.analyzer.partition(":")
+    if name == "transfer":
+        return transfer(model, size=case.size, settings=settings)
+    if name == "texture":
+        return texture(model, size=case.size, settings=settings)
+    return invert(model, layer=layer, size=case.size, settings=settings)
+
+
+def measure(case: Case) -> dict:
+    """Seconds per evaluation, evaluations, the precision the run recorded, and peak memory."""
+    import torch
+
+    from machine import peak_mib
+
+    if case.threads:
+        torch.set_num_threads(case.threads)
+    runs = [run_analyzer(case, iters).record for iters in (case.short, case.long)]
+    evaluations = [len(r.history) for r in runs]
+    seconds = (runs[1].seconds - runs[0].seconds) / max(1, evaluations[1] - evaluations[0])
+    return {
+        **asdict(case), "s_per_evaluation": seconds, "evaluations": evaluations[1],
+        "recorded_precision": runs[1].params.get("precision", "fp32"), "loss": sum(runs[1].losses.values()),
+        "peak_mib": peak_mib(torch.device(case.device)),
+    }
+
+
+def in_subprocess(case: Case, pythonpath: str | None = None, timeout: float = 3600) -> dict:
+    """``measure(case)`` in a fresh Python (its own peak memory); ``pythonpath`` first on the path, e.g. an
+    older checkout of cnnviz."""
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath, str(HERE)])
+    done = subprocess.run([sys.executable, str(HERE / "speed.py"), json.dumps(asdict(case))], capture_output=True,
+                          text=True, env=env, cwd=pythonpath or None, timeout=timeout)
+    if done.returncode:
+        raise RuntimeError(f"{case} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    fields = json.loads(sys.argv[1])
+    print(json.dumps(measure(Case(**{**fields, "scales": tuple(fields.get("scales", ()))}))))

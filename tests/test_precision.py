@@ -1,0 +1,124 @@
+"""Speed-ups that must keep results: bf16 autocast, the fused Gram, precision ``auto``, and no host-device
+synchronization per Adam evaluation."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnviz
+from conftest import run_cli
+from cnnviz import readout
+from cnnviz.analyzers.transfer import transfer
+from cnnviz.core import device, memory
+from cnnviz.core.hooked import load_model
+from cnnviz.errors import CnnvizError
+from cnnviz.objectives import Objective, Term, feature_loss, gram, targets
+from cnnviz.optimize import Settings, optimize
+
+
+def _plain_gram(features: torch.Tensor) -> torch.Tensor:
+    b, c, h, w = features.shape
+    f = features.contiguous().reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (h * w)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_fused_gram_equals_the_plain_one_with_its_gradient(layout):
+    features = torch.rand(2, 8, 5, 7, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
+    fused, plain = gram(features), _plain_gram(features)
+    torch.testing.assert_close(fused, plain)
+    torch.testing.assert_close(gram(features, normalize=False), plain * 35)
+    weights = torch.rand_like(plain)
+    (fused_grad,) = torch.autograd.grad((fused * weights).sum(), features)
+    (plain_grad,) = torch.autograd.grad((plain * weights).sum(), features)
+    torch.testing.assert_close(fused_grad, plain_grad)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "fma"}, None), ({"avx512f", "avx512_bf16"}, torch.bfloat16), ({"amx_bf16"}, torch.bfloat16),
+])
+def test_auto_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, flags, expected):
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset(flags))
+    cpu = torch.device("cpu")
+    assert device.autocast_dtype("auto", cpu) is expected
+    assert device.autocast_dtype("fp32", cpu) is None and device.autocast_dtype("bf16", cpu) is torch.bfloat16
+    model = load_model("vgg16", device="cpu", precision="auto")
+    assert model.compute_precision == "fp32"  # saliency and patches stay exact
+    assert model.optimizing().compute_precision == ("fp32" if expected is None else "bf16")
+
+
+def test_fp16_needs_cuda_and_unknown_precisions_are_refused():
+    with pytest.raises(CnnvizError, match="fp16 needs a CUDA GPU"):
+        device.autocast_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(CnnvizError, match="unknown precision 'fp8'"):
+        device.check_precision("fp8", torch.device("cpu"))
+
+
+def test_cli_refuses_fp16_on_the_cpu_with_one_error_line(tmp_path):
+    result = run_cli("invert", "--precision", "fp16", "--device", "cpu", "--size", "32", "--iters", "1",
+                     "--out", str(tmp_path), timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "fp16" in lines[0]
+
+
+def test_bf16_activations_come_back_as_float32_close_to_fp32(vgg):
+    image = torch.rand(1, 3, 64, 64)
+    exact = targets(vgg, image, ["relu3_1"])["relu3_1"]
+    fast = targets(load_model("vgg16", device="cpu", precision="bf16"), image, ["relu3_1"])["relu3_1"]
+    assert fast.dtype == torch.float32
+    assert float((fast - exact).norm() / exact.norm()) < 0.02
+
+
+def test_bf16_transfer_ends_close_to_fp32_and_records_its_precision():
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        model = load_model("vgg16", device="cpu", precision=precision)
+        output = transfer(model, size=48, settings=Settings(iters=15))
+        assert output.record.params["precision"] == precision
+        losses[precision] = sum(output.record.losses.values())
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.1)
+
+
+def test_the_estimate_halves_activations_in_bf16(vgg):
+    fp32 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="fp32"), ["relu5_1"], (256, 256), None)
+    bf16 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="bf16"), ["relu5_1"], (256, 256), None)
+    assert bf16 < 0.6 * fp32
+
+
+SYNCS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
+
+
+def test_adam_reads_losses_in_batches_not_every_evaluation(vgg, monkeypatch):
+    """Count host reads of tensors made by cnnviz code (torch's own CPU-side step counters aside)."""
+    package = str(Path(cnnviz.__file__).parent)
+    reads = []
+
+    def counting(name):
+        original = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            if sys._getframe(1).f_code.co_filename.startswith(package):
+                reads.append(name)
+            return original(self, *args, **kwargs)
+
+        return read
+
+    reference = torch.rand(1, 3, 24, 24)
+    phi0 = targets(vgg, reference, ["relu1_2"])["relu1_2"]
+    objective = Objective(vgg, [Term("feature", 1.0, ("relu1_2",), lambda acts, x: feature_loss(acts["relu1_2"], phi0))])
+    steps = []
+    monkeypatch.setattr(readout.Readout.__init__, "__defaults__", (readout.READ_EVERY, math.inf))
+    for name in SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, counting(name))
+    iters = 4 * readout.READ_EVERY
+    result = optimize(lambda _size: objective, torch.full_like(reference, 0.5), Settings(optimizer="adam", iters=iters),
+                      callback=steps.append)
+    monkeypatch.undo()
+    assert len(reads) <= iters // readout.READ_EVERY + 1, reads
+    assert [s.evaluation for s in steps] == list(range(1, iters + 1)) and len(result.history) == iters
+    assert result.losses["feature"] < result.history[0]["feature"]
