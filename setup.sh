@@ -29,7 +29,7 @@ if [ "$what" = demo ]; then
   "$venv/bin/cnnviz" layers vgg16
   "$venv/bin/cnnviz" gallery --quick --out cnnviz-gallery
   echo "open cnnviz-gallery/index.html in a browser: every method at a small size, each figure with its command"
-  echo "(the full-size gallery, about 35 minutes on 2 cores: $venv/bin/cnnviz gallery)"
+  echo "(the full-size gallery, about 30 minutes on 2 cores: $venv/bin/cnnviz gallery)"
   exit 0
 fi
 

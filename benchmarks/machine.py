@@ -3,8 +3,10 @@ device-side helpers every benchmark shares: wait for the device, read its peak m
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
+import time
 from pathlib import Path
 
 import torch
@@ -44,6 +46,35 @@ def peak_mib(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all processes have run since boot (Linux /proc/stat), or 0 where unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return 0.0
+    idle = int(fields[3]) + int(fields[4])
+    return (sum(int(f) for f in fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class Others:
+    """The share of the CPUs that other processes used while a measurement ran: on a shared machine,
+    figures taken while it is well above zero are not the machine's."""
+
+    def __enter__(self) -> Others:
+        self._start = (time.perf_counter(), _busy_seconds(), _own_seconds())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        wall, busy, own = (now - then for now, then in zip((time.perf_counter(), _busy_seconds(), _own_seconds()), self._start))
+        self.share = max(0.0, busy - own) / (wall * (os.cpu_count() or 1))
+
+
+def _own_seconds() -> float:
+    """CPU seconds of this process and its finished children."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 from floors import VARIANTS, floor, variant_of
-from machine import describe
+from machine import Others, describe
 from speed import Case, in_subprocess
 
 from cnnviz.analyzers.style import STYLE_LAYERS
@@ -164,10 +163,11 @@ def main() -> None:
     parts = {}
     for name in args.sections.split(","):
         title, measure = runs[name]
-        load, started = os.getloadavg()[0], time.perf_counter()
-        text = measure()
+        started = time.perf_counter()
+        with Others() as others:
+            text = measure()
         parts[title] = (f"_{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine}; {command}; "
-                        f"{time.perf_counter() - started:.0f} s, load average {load:.2f} → {os.getloadavg()[0]:.2f}_\n\n{text}")
+                        f"{time.perf_counter() - started:.0f} s; other processes used {others.share:.0%} of the CPUs_\n\n{text}")
         print(f"## {title}\n\n{parts[title]}\n", flush=True)
     if not quick:
         header = ["# Benchmark results", "", f"Regenerate: `python benchmarks/run.py --device {args.device}` "

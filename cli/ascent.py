@@ -34,9 +34,9 @@ def _names(text: str | None) -> list[str | None]:
 @optimizing(optimizer="adam", iters=DEFAULT_ITERS, lr=DEFAULT_LR)
 def command(
     cls: Annotated[str | None, typer.Option("--class", help="Class names or indices, comma-separated: one image each.")] = None,
-    layer: Annotated[str | None, typer.Option(help="Maximise a channel of this layer instead of a class "
-                                                   "(conv4_3 climbs the pre-activation, relu4_3 the ReLU's output).")] = None,
-    channel: Annotated[str | None, typer.Option(help="Channel(s) of --layer, comma-separated: one image each.")] = None,
+    layer: Annotated[str | None, typer.Option(help="Maximise a channel of this layer (or of each of a comma list) instead of "
+                                                   "a class (conv4_3 climbs the pre-activation, relu4_3 the ReLU's output).")] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel(s) of each --layer, comma-separated: one image each.")] = None,
     y: Annotated[int | None, typer.Option(help="Row of one neuron of the channel (default: the channel's mean).")] = None,
     x: Annotated[int | None, typer.Option(help="Column of one neuron of the channel.")] = None,
     grid: Annotated[str | None, typer.Option(help="'regularizers': rows none, L2, L2+blur, L2+blur+clip, +jitter; "
@@ -49,10 +49,13 @@ def command(
                                                         "such as 'pad=12,jitter=8,scale=0.9:1.1,rotate=10'.")] = None,
     l2: Annotated[float | None, typer.Option(help="λ of the L2 penalty λ‖I‖² (Simonyan et al. 2014); default "
                                                   f"{DEFAULT_L2} for pixels, 0 for --param fft or --decorrelate.")] = None,
-    blur: Annotated[float, typer.Option(help="σ of the Gaussian blur in px (0 = off) (Yosinski et al. 2015); pixels only.")] = DEFAULT_BLUR.sigma,
+    blur: Annotated[float | None, typer.Option(help="σ of the Gaussian blur in px (0 = off) (Yosinski et al. 2015); pixels "
+                                                    f"only [default: {DEFAULT_BLUR.sigma}].")] = None,
     blur_every: Annotated[int, typer.Option(help="Blur every N steps.")] = DEFAULT_BLUR.every,
-    clip_norm: Annotated[float, typer.Option(help="Reset pixels below this norm percentile; pixels only.")] = DEFAULT_CLIP.norm_pct,
-    clip_contribution: Annotated[float, typer.Option(help="Reset pixels below this contribution percentile; pixels only.")] = DEFAULT_CLIP.contribution_pct,
+    clip_norm: Annotated[float | None, typer.Option(help="Reset pixels below this norm percentile; pixels only "
+                                                         f"[default: {DEFAULT_CLIP.norm_pct:g}].")] = None,
+    clip_contribution: Annotated[float | None, typer.Option(help="Reset pixels below this contribution percentile; pixels "
+                                                                 f"only [default: {DEFAULT_CLIP.contribution_pct:g}].")] = None,
     decay: Annotated[float, typer.Option(help="Yosinski's L2 decay θ per step (0 = off), with the L2 penalty.")] = 0.0,
     jitter: Annotated[int, typer.Option(help="Random shift of up to N px per step (0 = off).")] = DEFAULT_JITTER,
     init_noise: Annotated[float, typer.Option(help="Std of seeded noise added to the zero image at the start.")] = 0.0,
@@ -90,13 +93,19 @@ def command(
     if grid is not None and grid not in GRIDS:
         raise CnnvizError(f"unknown grid '{grid}' (choices: {', '.join(GRIDS)})")
     check_param(param)
+    squashed = param != "pixel" or decorrelate
+    if squashed and (blur is not None or clip_norm is not None or clip_contribution is not None or decay > 0):
+        raise CnnvizError("--blur, --clip-norm, --clip-contribution and --decay work on pixels: leave them out with "
+                          "--param fft or --decorrelate")
+    blur = DEFAULT_BLUR.sigma if blur is None else blur
+    clip_norm = DEFAULT_CLIP.norm_pct if clip_norm is None else clip_norm
+    clip_contribution = DEFAULT_CLIP.contribution_pct if clip_contribution is None else clip_contribution
     common.check_finite(l2=l2 or 0.0, blur=blur, clip_norm=clip_norm, clip_contribution=clip_contribution, decay=decay,
                         init_noise=init_noise, diversity=diversity)
     if blur < 0 or blur_every < 1 or decay < 0 or not 0 <= clip_norm < 100 or not 0 <= clip_contribution < 100:
         raise CnnvizError("--blur and --decay must be at least 0, --blur-every at least 1, clip percentiles in [0, 100)")
     if (l2 or 0.0) < 0 or init_noise < 0 or jitter < 0 or diversity < 0:
         raise CnnvizError("--l2, --init-noise, --jitter and --diversity must be at least 0")
-    squashed = param != "pixel" or decorrelate
     chosen = parse(transforms) if transforms is not None else ((Jitter(jitter),) if jitter else ())
     blurring, clipping = Blur(blur, blur_every), Clip(clip_norm, clip_contribution)
     base = loop.settings(run)
@@ -117,8 +126,8 @@ def command(
         recipe.check()
         settings.check()
     hooked = run.load(with_head(run.model, run.weights) if is_class(layer) else run.model)
-    wanted = [(c, ch) for c in _names(cls) for ch in _names(channel)]
-    targets = [target_for(hooked, size, c, layer, ch, y, x) for c, ch in wanted]
+    wanted = [(c, name, ch) for c in _names(cls) for name in _names(layer) for ch in _names(channel)]
+    targets = [target_for(hooked, size, c, name, ch, y, x) for c, name, ch in wanted]
     rows = list(runs)
     cells: list[list[Cell]] = [[] for _ in rows]
     for i, (name, (recipe, settings)) in enumerate(runs.items()):

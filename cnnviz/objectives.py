@@ -15,16 +15,50 @@ from torch import Tensor
 from cnnviz.core.hooked import HookedModel
 
 
-def gram(features: Tensor, normalize: bool = True) -> Tensor:
+def gram(features: Tensor, normalize: bool = True, dtype: torch.dtype | None = None) -> Tensor:
     """Gram matrix G = F Fᵀ of (B, C, H, W) features reshaped to F = (B, C, M), M = H·W.
 
     With ``normalize`` (the default) G is divided by M, so that Grams of images of different
-    sizes can be compared; Gatys et al. use the raw G and images of equal size. One batched matmul
-    with the 1/M folded into it; F is a view of channels-last and contiguous features alike (no copy).
+    sizes can be compared; Gatys et al. use the raw G and images of equal size. One matmul each
+    way with the 1/M folded into it (``_Gram``), on a view of channels-last or contiguous features
+    (no copy). ``dtype`` (bf16 where the network ran in bf16, so that F holds bf16 values already)
+    runs the matmuls in that dtype, about twice as fast on the CPU; G comes back as float32.
     """
     f = features.flatten(2)
-    scale = 1.0 / f.shape[-1] if normalize else 1.0
-    return torch.baddbmm(f.new_zeros(()), f, f.transpose(1, 2), beta=0.0, alpha=scale)
+    return _Gram.apply(f, 1.0 / f.shape[-1] if normalize else 1.0, dtype or f.dtype)
+
+
+class _Gram(torch.autograd.Function):
+    """G = s F Fᵀ with ∂L/∂F = s (∂L/∂G + ∂L/∂Gᵀ) F: one matmul backward where autograd's takes two,
+    written in F's own memory layout so that channels-last features get a channels-last gradient.
+
+    In a reduced ``dtype`` the M = H·W products are split into up to ``CHUNKS`` batched blocks whose
+    partial Grams are summed in float32: a long sum in one bf16 matmul is slow (one thread gets it)
+    and its rounding grows with M.
+    """
+
+    CHUNKS = 8
+
+    @staticmethod
+    def forward(ctx, f: Tensor, scale: float, dtype: torch.dtype) -> Tensor:
+        low = f.to(dtype)
+        ctx.save_for_backward(low)
+        ctx.scale = scale
+        b, c, m = low.shape
+        chunks = next(k for k in (_Gram.CHUNKS, 4, 2, 1) if m % k == 0 and m // k >= 1024 or k == 1)
+        if dtype == f.dtype or chunks == 1 or low.stride(-1) == 1:
+            return torch.baddbmm(low.new_zeros(()), low, low.transpose(1, 2), beta=0.0, alpha=scale).to(f.dtype)
+        rows = low.transpose(1, 2).reshape(b * chunks, m // chunks, c)  # channels-last: a view
+        partial = torch.baddbmm(low.new_zeros(()), rows.transpose(1, 2), rows, beta=0.0, alpha=scale)
+        return partial.to(f.dtype).reshape(b, chunks, c, c).sum(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (low,) = ctx.saved_tensors
+        both = (grad + grad.transpose(1, 2)).to(low.dtype)
+        if low.stride(-1) == 1:
+            return torch.baddbmm(low.new_zeros(()), both, low, beta=0.0, alpha=ctx.scale), None, None
+        return torch.baddbmm(low.new_zeros(()), low.transpose(1, 2), both, beta=0.0, alpha=ctx.scale).transpose(1, 2), None, None
 
 
 def style_layer_loss(g: Tensor, g_hat: Tensor) -> Tensor:

@@ -8,7 +8,9 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from cnnviz.analyzers.ascent import PARAM_ROWS, Recipe, ascend_many, default_settings, param_row, start_image, target_for
+from cnnviz.analyzers.ascent import (
+    PARAM_ROWS, Recipe, ascend_many, default_settings, param_row, render, start_image, target_for,
+)
 from cnnviz.core.hooked import load_model
 from cnnviz.core.images import load_image
 from cnnviz.errors import CnnvizError
@@ -149,6 +151,16 @@ def test_diversity_pushes_copies_apart(tiny):
         return -float(diversity("layer2.0.relu_1")(acts))
 
     assert similarity(50.0) < similarity(0.0) - 0.01
+
+
+def test_render_maximises_a_composed_objective(tiny):
+    goal = channel_score("layer2.0.relu_1", 3) + 0.5 * channel_score("layer3.0.relu_1", 7) + 2.0 * diversity("layer2.0.relu_1")
+    settings = default_settings(iters=6, lr=0.05, regularizers=(), transforms=standard(pad=2, jitter=2))
+    start = render(tiny, goal, size=32, batch=2, settings=default_settings(iters=1, lr=1e-9, regularizers=(), transforms=()))
+    outputs = render(tiny, goal, size=32, batch=2, settings=settings)
+    assert len(outputs) == 2 and outputs[1].record.params["copy"] == 1
+    assert outputs[0].record.layers == ["layer2.0.relu_1", "layer3.0.relu_1"]
+    assert outputs[0].record.params["score"] > start[0].record.params["score"] + 0.01
 
 
 def test_param_rows_are_the_pixel_recipe_and_olahs():

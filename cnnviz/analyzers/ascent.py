@@ -33,7 +33,7 @@ from cnnviz.core.images import check_size
 from cnnviz.core.layers import LOGITS
 from cnnviz.core.memory import check_fits
 from cnnviz.errors import CnnvizError
-from cnnviz.objectives import Objective, Term, diversity as diversity_score, l2_norm
+from cnnviz.objectives import Objective, Score, Term, diversity as diversity_score, l2_norm
 from cnnviz.optimize import Blur, Clip, Decay, Settings, Step, optimize
 from cnnviz.param import Parameterization, Pixels, Squashed, check_param
 from cnnviz.transforms import Jitter, RandomRotate, RandomScale, Transform, compose, standard
@@ -262,6 +262,41 @@ def _ascend_batch(
 def _probability(model: HookedModel, goal: Target, image: Tensor) -> float:
     with torch.no_grad():
         return float(model(image, [LOGITS])[LOGITS].float().softmax(dim=1)[0, goal.channel])
+
+
+def render(
+    model: HookedModel,
+    score: Score,
+    *,
+    size: int = 256,
+    batch: int = 1,
+    recipe: Recipe | None = None,
+    settings: Settings | None = None,
+    callback: Callable[[Step], None] | None = None,
+) -> list[Output]:
+    """Maximise a composed ``Score`` (cnnviz.objectives: ``channel_score(...) + 0.5 * neuron_score(...)``,
+    ``... + λ * diversity(...)``) over ``batch`` images, as Lucid's ``render_vis`` does; by default with
+    Olah et al.'s recipe (fft, decorrelated colours, standard transforms). One ``Output`` per image,
+    each recording the score of the whole batch."""
+    recipe = recipe or Recipe("fft", True, 0.0)
+    recipe.check()
+    check_size(size)
+    settings = settings or default_settings(regularizers=(), transforms=() if not recipe.squashed else standard())
+    if batch < 1:
+        raise CnnvizError(f"batch must be at least 1, got {batch}")
+    check_fits(model, list(score.layers), (size, size), settings.optimizer, batch=batch)
+    param = start_image(model, recipe, (batch, 3, size, size), settings.seed)
+    zero = zero_image(model, (1, 3, 1, 1))
+    objective = Objective(model, [
+        Term("score", -1.0, score.layers, lambda acts, x: score(acts)),
+        Term("l2", recipe.l2_weight * batch, (), lambda acts, x: l2_norm(x - zero)),
+    ])
+    result = optimize(lambda _: objective, param, settings, callback, zero=zero)
+    with torch.no_grad():
+        final = float(score(model(result.image, score.layers)))
+    params = {"size": size, **recipe.params(), "objective": repr(score), "batch": batch, "score": final}
+    return [Output(result.image[i:i + 1], record("ascent", model, list(score.layers), {**params, "copy": i}, settings, result))
+            for i in range(batch)]
 
 
 def ascend(

@@ -50,8 +50,12 @@ def gram_targets(model: HookedModel, images: Sequence[Tensor], weights: Sequence
     return grams
 
 
-def style_term(weight: float, grams: dict[str, Tensor], layer_weights: Sequence[float] | None = None, name: str = "style") -> Term:
-    """β · Σ_l w_l E_l / Ê_l over the layers of ``grams`` (w_l = 1/|L| by default)."""
+def style_term(
+    weight: float, grams: dict[str, Tensor], layer_weights: Sequence[float] | None = None, name: str = "style",
+    dtype: torch.dtype | None = None,
+) -> Term:
+    """β · Σ_l w_l E_l / Ê_l over the layers of ``grams`` (w_l = 1/|L| by default); the Grams of the
+    image's features are computed in ``dtype`` (the network's autocast dtype, see ``gram``)."""
     layers = tuple(grams)
     if layer_weights is None:
         layer_weights = [1.0 / len(layers)] * len(layers)
@@ -60,6 +64,6 @@ def style_term(weight: float, grams: dict[str, Tensor], layer_weights: Sequence[
     energy = {layer: style_layer_loss(torch.zeros_like(g), g).clamp_min(1e-12) for layer, g in grams.items()}
 
     def loss(acts: dict[str, Tensor], image: Tensor) -> Tensor:
-        return sum(w * style_layer_loss(gram(acts[l]), grams[l]) / energy[l] for w, l in zip(layer_weights, layers))
+        return sum(w * style_layer_loss(gram(acts[l], dtype=dtype), grams[l]) / energy[l] for w, l in zip(layer_weights, layers))
 
     return Term(name, weight, layers, loss)

@@ -37,7 +37,7 @@ def texture(
     check_fits(model, layers, src.shape)
     check_fits(model, layers, fit_size(tuple(src.shape[-2:]), size), settings.optimizer)
     grams = gram_targets(model, [src], [1.0], layers)
-    term = style_term(1.0, grams, layer_weights, name="gram")
+    term = style_term(1.0, grams, layer_weights, name="gram", dtype=model.autocast)
     reference = resize(src, fit_size(tuple(src.shape[-2:]), size))
     start = initial_image(init, reference, model, settings.seed)
     result = optimize(lambda _size: Objective(model, [term]), start, settings, callback)

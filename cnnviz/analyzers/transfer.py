@@ -60,7 +60,7 @@ def transfer_problem(
     """The objective of a transfer for each image size (H, W): α content of ``target`` + β style of the
     ``blend`` of ``style_images`` (+ TV); the style Grams are computed once, the content targets per size."""
     grams = gram_targets(model, style_images, blend, style_layers)
-    style = style_term(style_weight, grams, style_layer_weights)
+    style = style_term(style_weight, grams, style_layer_weights, dtype=model.autocast)
 
     def problem(shape: tuple[int, int]) -> Objective:
         return Objective(model, [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
+from functools import lru_cache
 
 import torch
 
@@ -35,6 +38,27 @@ def set_threads(threads: int | None) -> None:
     if threads is not None and threads < 1:
         raise CnnvizError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+@lru_cache(maxsize=1)
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of unmapping it (Linux; elsewhere a no-op).
+
+    glibc serves every allocation over 32 MiB with a fresh mmap and unmaps it on free, so each
+    evaluation's large activations and gradients fault in every 4 KiB page anew: on a 2-core CPU
+    that costs 10-20% of a 512 px evaluation. Served from the heap, and not trimmed below 1 GiB, the
+    pages are reused. True if glibc took the settings.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**30))
+    except (OSError, AttributeError):
+        return False
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

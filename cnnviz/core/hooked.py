@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnviz.core.convention import Convention
-from cnnviz.core.device import autocast_dtype, check_precision, resolve_device
+from cnnviz.core.device import autocast_dtype, check_precision, keep_freed_memory, resolve_device
 from cnnviz.core.head import load_head
 from cnnviz.core.layers import LOGITS, LayerTable
 from cnnviz.core.models import ModelSpec, VGGTrunk, get_spec
@@ -130,6 +130,8 @@ def _load(name: str, weights: str | None, device: str, seed: int, precision: str
     spec = get_spec(name)
     resolved = resolve(spec, weights)
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_memory()
     net = build(spec, resolved, seed=seed)
     classes = None if isinstance(net, VGGTrunk) else spec.categories()
     if spec.head:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +84,23 @@ class Call:
 
     def run(self) -> None:
         """Call the command; every grid it draws records this call and how long it took."""
-        with recording(self.record()):
+        with recording({**self.record(), **_source()}):
             self.command(**self.kwargs)
+
+
+@lru_cache(maxsize=1)
+def _source() -> dict[str, Any]:
+    """The git commit cnnviz runs from, and whether its tracked files differ from it (empty outside a checkout)."""
+    here = str(Path(__file__).resolve().parent)
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    if commit.returncode or status.returncode:
+        return {}
+    return {"git_commit": commit.stdout.strip(), "git_modified": bool(status.stdout.strip())}
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnviz.analyzers.ascent import PARAM_ROWS, ROWS
 from cnnviz.analyzers.saliency import IG_STEPS, METHODS, SMOOTHGRAD_SAMPLES
 from cnnviz.analyzers.style import PAPER_TEXTURE_SETS, STYLE_LAYERS
 from cnnviz.analyzers.transfer import CONTENT_LAYERS
@@ -28,7 +29,6 @@ FORWARD_ONLY = 0.35
 TIMINGS = 3
 """Passes timed per (network, layer, size), the fastest counted: the first ones at a new size set up kernels."""
 BUNDLED_IMAGES = 12
-REGULARIZER_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,8 @@ def _transfer(call: Call, model: HookedModel) -> list[Work]:
 def _ascent(call: Call, model: HookedModel) -> list[Work]:
     k = call.kwargs
     targets = len(_names(k.get("cls")) or [None]) * len(_names(k.get("channel")) or [None])
-    rows = REGULARIZER_ROWS if k.get("grid") else 1
-    return [Work(k.get("layer") or LOGITS, k["size"], targets * rows * _evals(call))]
+    rows = {"regularizers": len(ROWS), "param": len(PARAM_ROWS)}.get(k.get("grid"), 1)
+    return [Work(layer, k["size"], targets * rows * _evals(call)) for layer in _names(k.get("layer")) or [LOGITS]]
 
 
 def _saliency(call: Call, model: HookedModel) -> list[Work]:

@@ -131,13 +131,13 @@ def draw_grid(
                 continue
             array = _array(cell.image)
             ax.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=1, interpolation="lanczos")
-            ax.set_xlabel(cell.caption, fontsize=10)
+            ax.set_xlabel(cell.caption, fontsize=8)
             if cell.title or (i == 0 and j < len(col_titles)):
-                ax.set_title(cell.title or col_titles[j], fontsize=12)
+                ax.set_title(cell.title or col_titles[j], fontsize=11)
             if j == 0 and i < len(row_titles):
-                ax.set_ylabel(row_titles[i], fontsize=12)
+                ax.set_ylabel(row_titles[i], fontsize=11)
     if title:  # in a strip of its own at the top, however tall the grid
-        fig.suptitle(title, fontsize=14, y=1 - 0.08 / height)
+        fig.suptitle(title, fontsize=13, y=1 - 0.08 / height)
     fig.tight_layout(rect=(0, 0, 1, 1 - (0.4 / height if title else 0)))
     try:
         png = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))

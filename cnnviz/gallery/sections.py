@@ -40,19 +40,26 @@ SECTIONS: dict[str, Section] = {
                  "which EfficientNet lacks: its map is the same stride pattern for every photo.",
     ),
     "ascent": Section(
-        title="Gradient ascent",
+        title="Gradient ascent and feature visualization",
         papers=(
             "Simonyan, Vedaldi & Zisserman 2014, Deep Inside Convolutional Networks (class models)",
             "Yosinski et al. 2015, Understanding Neural Networks Through Deep Visualization (blur, clipping, jitter)",
+            "Olah, Mordvintsev & Schubert 2017, Feature Visualization (Distill: Fourier and colour parameterization, "
+            "transformation robustness)",
         ),
-        formula="x* = argmax_x  S(x) − λ‖x‖²,   S: a class score or a channel's mean activation",
-        text="An image made from the zero image by following the gradient of a class score of EfficientNet-Lite0, "
-             "or of one channel of VGG-16's relu4_3. Row by row the regularizers come on: Simonyan et al.'s L2 "
-             "penalty, then Yosinski et al.'s Gaussian blur every few steps, clipping of weak pixels, and random "
-             "shifts (jitter) of the image at every step.",
-        look_for="Without regularizers the score rises through high-frequency patterns nobody would recognise; with "
-                 "them, larger structures of the class appear (cup rims for espresso, scales and fins for goldfish), "
-                 "and channels show the textures or parts they detect.",
+        formula="x* = argmax_x  S(x) − λ‖x‖²;   Fourier rows: x = σ(C · F⁻¹(ŝ / f)), S averaged over random pad, shift, zoom, turn",
+        text="An image that maximises a class score of EfficientNet-Lite0, or one channel of VGG-16 (conv4_3 is "
+             "the pre-activation of relu4_3). In the regularizer grids the pixels climb from the zero image, and "
+             "the regularizers come on row by row: Simonyan et al.'s L2 penalty, then Yosinski et al.'s Gaussian "
+             "blur every few steps, clipping of weak pixels, and random shifts (jitter). The parameterization grids "
+             "change what is optimised instead: the pixels with L2 and blur; a spectrum ŝ scaled by 1/frequency "
+             "(fft); the same with decorrelated colours C under a sigmoid; and that with random pad, jitter, zoom "
+             "and turn before every step (Olah et al.'s recipe).",
+        look_for="Pixel ascent raises the score through high-frequency patterns nobody would recognise; the "
+                 "regularizers bring out larger structures (cup rims for espresso). The Fourier rows are smoother "
+                 "and more colourful, and with the transforms the class appears as objects: cups, cat faces, "
+                 "orange fish, glowing peaks. VGG-16's channels grow from textures (conv3_3) to patterns and parts "
+                 "such as eyes (conv5_3).",
     ),
     "patches": Section(
         title="Maximally activating patches",
