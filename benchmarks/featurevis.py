@@ -125,7 +125,9 @@ def report(rows: dict[str, dict], size: int, iters: int, device: str) -> str:
         "probability averaged over 16 random views not seen in the optimization (zoom 0.9–1.1, turn ±10°, shift ±16 px). "
         "High-frequency share: spectral energy above half the Nyquist frequency (photographs: 0.02–0.03). Our rows "
         "run the four classes as one batch (seconds per class = the batch's time / 4); lucent runs one class at a time.",
-        "", "    python benchmarks/featurevis.py", "", *lines, "", "![rows](featurevis.jpg)", "",
+        "", "    python benchmarks/featurevis.py", "", *lines, "",
+        f"Rows of the picture, top to bottom: {', '.join(rows)}; columns: {', '.join(CLASSES)}.", "",
+        "![every row's images](featurevis.jpg)", "",
     ])
 
 
