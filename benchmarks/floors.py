@@ -28,12 +28,13 @@ def trunk(model: HookedModel, layer: str) -> nn.Sequential:
     return copy.deepcopy(nn.Sequential(*list(model.net.features.children())[: index + 1]))
 
 
-def floor(model: HookedModel, layer: str, size: int, variant: str, repeats: int = 3) -> float:
-    """Fastest of ``repeats`` timed runs (after a warm-up) of one forward + input-gradient backward of a
-    ``size``² image to ``layer``: the least disturbed by other work on a shared machine."""
+def floor(model: HookedModel, layer: str, shape: int | tuple[int, int], variant: str, repeats: int = 3) -> float:
+    """Fastest of ``repeats`` timed runs (after a warm-up) of one forward + input-gradient backward of an
+    image of ``shape`` (H, W), or ``shape``² px, to ``layer``: the least disturbed by other work on a shared machine."""
     layout, dtype = VARIANTS[variant]
     net = trunk(model, layer).to(memory_format=layout)
-    x = torch.rand(1, 3, size, size, device=model.device).contiguous(memory_format=layout).requires_grad_(True)
+    h, w = (shape, shape) if isinstance(shape, int) else shape
+    x = torch.rand(1, 3, h, w, device=model.device).contiguous(memory_format=layout).requires_grad_(True)
     times = []
     for _ in range(repeats + 1):
         sync(model.device)

@@ -42,9 +42,18 @@ def sync(device: torch.device) -> None:
 
 
 def peak_mib(device: torch.device) -> float:
-    """Peak memory of this process so far: the GPU's allocated peak, or the CPU's resident peak (Linux KiB)."""
+    """Peak memory of this process so far: the GPU's allocated peak, or the CPU's resident peak.
+
+    On Linux it is VmHWM: ``ru_maxrss`` carries the parent's peak over ``exec``, so a worker started by a
+    big benchmark process would report its parent's.
+    """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -14,18 +14,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cnnviz.analyzers.transfer import transfer, transfer_problem
+from cnnviz.analyzers.style import STYLE_LAYERS
+from cnnviz.analyzers.transfer import CONTENT_LAYERS, DEFAULT_STYLE_WEIGHT, transfer, transfer_problem
 from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.images import as_image
 from cnnviz.optimize import Settings, Step
 
 CONTENT, STYLE = "astronaut", "starry_night"
-BUDGETS = {"cpu": (30.0, 60.0, 120.0), "cuda": (2.0, 5.0, 10.0)}
+BUDGETS = {"cpu": (20.0, 40.0, 80.0), "cuda": (2.0, 5.0, 10.0)}
 # name: (optimizer, coarse scales, iterations per scale)
 METHODS = {
     "L-BFGS": ("lbfgs", (), 100_000),
     "Adam": ("adam", (), 100_000),
-    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 150),
+    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 60),
 }
 
 
@@ -88,7 +89,9 @@ def run_all(device: str, size: int, budgets: tuple[float, ...], precisions: tupl
     exact = load_model("vgg16", device=device, precision="fp32")
     photo = as_image(CONTENT, size, exact.device)
     shape = tuple(photo.shape[-2:])
-    evaluate = transfer_problem(exact, photo, [as_image(STYLE, size, exact.device)], [1.0])(shape)
+    evaluate = transfer_problem(exact, photo, [as_image(STYLE, size, exact.device)], [1.0], content_weight=1.0,
+                                style_weight=DEFAULT_STYLE_WEIGHT, content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS,
+                                style_layer_weights=None, tv_weight=0.0)(shape)
     rows, finals = [], {}
     for precision in precisions:
         model = load_model("vgg16", device=device, precision=precision)

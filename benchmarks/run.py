@@ -21,6 +21,7 @@ import torch
 
 from floors import VARIANTS, floor, variant_of
 from machine import Others, describe
+from quality import BUDGETS, run_all
 from speed import Case, in_subprocess
 
 from cnnviz.analyzers.style import STYLE_LAYERS
@@ -36,6 +37,9 @@ ANALYZERS = {  # analyzer: the layer its floor goes to (its deepest)
 }
 GIB = 2**30
 NOTES = "## Notes"
+HEADER = ["# Benchmark results", "", "Regenerate with `python benchmarks/run.py [--device cuda] [--before DIR]` (see its "
+          "docstring). Each section says when, where and how it was measured, and how much of the CPUs other "
+          "processes took meanwhile (figures taken while that is well above zero are not the machine's).", ""]
 CONTENT_NOTE = "astronaut × starry_night"
 
 
@@ -65,7 +69,7 @@ def floors_section(model, sizes: tuple[int, ...]) -> str:
 
 def speed_section(model, args, size: int, before: str | None) -> str:
     cases = [(name, optimizer) for name in ANALYZERS for optimizer in ("lbfgs", "adam") if optimizer == "lbfgs" or name == "transfer"]
-    floor_cache: dict[tuple[str, str], float] = {}
+    floor_cache: dict[tuple[str, str, tuple[int, ...]], float] = {}
     rows = []
     for name, optimizer in cases:
         base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads)
@@ -73,18 +77,19 @@ def speed_section(model, args, size: int, before: str | None) -> str:
         for precision in ("fp32", "auto"):
             result = in_subprocess(Case(**{**base.__dict__, "precision": precision}))
             variant = variant_of(result["recorded_precision"])
-            key = (ANALYZERS[name], variant)
+            key = (ANALYZERS[name], variant, tuple(result["shape"]))
             if key not in floor_cache:
-                floor_cache[key] = floor(model, ANALYZERS[name], size, variant)
+                floor_cache[key] = floor(model, ANALYZERS[name], key[2], variant)
             rows.append([
-                f"{name} ({optimizer})", f"{precision} → {result['recorded_precision']}",
+                f"{name} ({optimizer}), {'×'.join(map(str, result['shape']))}", f"{precision} → {result['recorded_precision']}",
                 seconds(old["s_per_evaluation"]) if old and precision == "fp32" else "",
                 seconds(result["s_per_evaluation"]), f"{variant} to {ANALYZERS[name]}: {seconds(floor_cache[key])}",
                 f"{result['s_per_evaluation'] / floor_cache[key]:.2f}×", f"{result['peak_mib']:.0f}",
             ])
             print(rows[-1], flush=True)
     head = ["analyzer", "precision", "before", "s/evaluation", "matching floor", "ratio", "peak MiB"]
-    return f"{size} px, {'before: ' + before if before else 'no before run'}.\n\n" + table(head, rows)
+    note = f"before: the same cases in {before}, at its defaults (fp32)" if before else "no before run"
+    return f"Long side {size} px; floors at each image's own shape; {note}.\n\n" + table(head, rows)
 
 
 def memory_section(args, size: int) -> str:
@@ -96,9 +101,13 @@ def memory_section(args, size: int) -> str:
         need = memory.needed_bytes(model, layers, (size, size), "lbfgs")
         largest = max(s for s in range(256, 8193, 64) if memory.needed_bytes(model, layers, (s, s), "lbfgs") <= 24 * GIB)
         fits = need <= (memory.available_bytes(model.device) or math.inf)
-        result = in_subprocess(Case("transfer", size=size, precision=precision, device=args.device, short=1, long=2,
-                                    threads=args.threads)) if fits else None
-        rows.append([precision, model.compute_precision, f"{need / GIB:.1f}", f"{result['peak_mib'] / 1024:.1f}" if result else "refused",
+        try:
+            result = in_subprocess(Case("transfer", size=size, precision=precision, device=args.device, short=1, long=3,
+                                        threads=args.threads)) if fits else None
+            peak = f"{result['peak_mib'] / 1024:.1f}" if result else "refused: does not fit"
+        except RuntimeError as failure:
+            result, peak = None, f"failed: {str(failure).strip().splitlines()[-1]}"
+        rows.append([precision, model.compute_precision, f"{need / GIB:.1f}", peak,
                      seconds(result["s_per_evaluation"]) if result else "—", f"{largest} px"])
         print(rows[-1], flush=True)
     head = [f"transfer {size} px, L-BFGS", "runs in", "estimate GiB", "peak GiB (RSS / GPU)", "s/evaluation",
@@ -107,7 +116,6 @@ def memory_section(args, size: int) -> str:
 
 
 def quality_section(args, size: int, budgets: tuple[float, ...]) -> str:
-    from quality import run_all
 
     picture = HERE / "quality_bf16_vs_fp32.jpg"
     result = run_all(args.device, size, budgets, ("fp32", "bf16"), picture)
@@ -150,7 +158,7 @@ def main() -> None:
     machine = describe(device)
     print(machine, flush=True)
     quick = args.quick
-    budgets = (2.0, 4.0, 8.0) if quick else ((30.0, 60.0, 120.0) if device.type == "cpu" else (2.0, 5.0, 10.0))
+    budgets = (2.0, 4.0, 8.0) if quick else BUDGETS[device.type]
     runs = {
         "floors": ("Floors: one forward + input-gradient backward",
                    lambda: floors_section(model, (128, 256) if quick else (256, 512, 1024))),
@@ -169,11 +177,9 @@ def main() -> None:
         parts[title] = (f"_{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine}; {command}; "
                         f"{time.perf_counter() - started:.0f} s; other processes used {others.share:.0%} of the CPUs_\n\n{text}")
         print(f"## {title}\n\n{parts[title]}\n", flush=True)
-    if not quick:
-        header = ["# Benchmark results", "", f"Regenerate: `python benchmarks/run.py --device {args.device}` "
-                  "(see its docstring for --before). Each section says when, where and how it was measured.", ""]
-        args.out.write_text(merge(args.out, header, parts))
-        print(f"wrote {args.out}")
+        if not quick:  # after each section, so that a later failure keeps what was measured
+            args.out.write_text(merge(args.out, HEADER, {title: parts[title]}))
+            print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Seconds per evaluation of one analyzer run, and its peak memory, measured in a fresh process.
 
-Each case runs twice, with ``short`` and ``long`` iterations, and the seconds per evaluation are the
-difference of the two runs' optimization times over the difference of their evaluations: set-up, the
-first (warm-up) evaluation and the final read cancel, and the number holds on a GPU, whose work is
-queued, because every run ends by reading its losses. ``precision`` None leaves ``load_model`` at its
+Each case runs once to warm up (one-time kernel set-up would otherwise fall on the first timed run),
+then with ``short`` and ``long`` iterations; the seconds per evaluation are the difference of the two
+runs' optimization times over the difference of their evaluations: set-up, the first evaluation and
+the final read cancel, and the number holds on a GPU, whose work is queued, because every run ends by
+reading its losses. ``precision`` None leaves ``load_model`` at its
 defaults, so the same worker also measures a checkout from before ``--precision`` existed.
 
     python benchmarks/speed.py '{"analyzer": "transfer", "size": 512, "precision": "auto", "optimizer": "lbfgs"}'
@@ -31,7 +32,7 @@ class Case:
     optimizer: str = "lbfgs"
     device: str = "cpu"
     short: int = 2
-    long: int = 8
+    long: int = 6
     scales: tuple[int, ...] = ()
     threads: int | None = None
 
@@ -56,20 +57,22 @@ def run_analyzer(case: Case, iters: int):
 
 
 def measure(case: Case) -> dict:
-    """Seconds per evaluation, evaluations, the precision the run recorded, and peak memory."""
+    """Seconds per evaluation, evaluations, the precision the run recorded, peak memory and the image's (H, W)."""
     import torch
 
     from machine import peak_mib
 
     if case.threads:
         torch.set_num_threads(case.threads)
-    runs = [run_analyzer(case, iters).record for iters in (case.short, case.long)]
+    run_analyzer(case, 1)
+    outputs = [run_analyzer(case, iters) for iters in (case.short, case.long)]
+    runs = [output.record for output in outputs]
     evaluations = [len(r.history) for r in runs]
     seconds = (runs[1].seconds - runs[0].seconds) / max(1, evaluations[1] - evaluations[0])
     return {
         **asdict(case), "s_per_evaluation": seconds, "evaluations": evaluations[1],
         "recorded_precision": runs[1].params.get("precision", "fp32"), "loss": sum(runs[1].losses.values()),
-        "peak_mib": peak_mib(torch.device(case.device)),
+        "peak_mib": peak_mib(torch.device(case.device)), "shape": list(outputs[1].image.shape[-2:]),
     }
 
 

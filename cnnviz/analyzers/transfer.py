@@ -45,17 +45,9 @@ def content_term(weight: float, reference: Tensor, model: HookedModel, layers: S
 
 
 def transfer_problem(
-    model: HookedModel,
-    target: Tensor,
-    style_images: Sequence[Tensor],
-    blend: Sequence[float],
-    *,
-    content_weight: float = 1.0,
-    style_weight: float = DEFAULT_STYLE_WEIGHT,
-    content_layers: Sequence[str] = CONTENT_LAYERS,
-    style_layers: Sequence[str] = STYLE_LAYERS,
-    style_layer_weights: Sequence[float] | None = None,
-    tv_weight: float = 0.0,
+    model: HookedModel, target: Tensor, style_images: Sequence[Tensor], blend: Sequence[float], *, content_weight: float,
+    style_weight: float, content_layers: Sequence[str], style_layers: Sequence[str],
+    style_layer_weights: Sequence[float] | None, tv_weight: float,
 ) -> Callable[[tuple[int, int]], Objective]:
     """The objective of a transfer for each image size (H, W): α content of ``target`` + β style of the
     ``blend`` of ``style_images`` (+ TV); the style Grams are computed once, the content targets per size."""

@@ -61,6 +61,13 @@ def keep_freed_memory() -> bool:
         return False
 
 
+def release_freed_memory() -> None:
+    """Hand the memory this process freed but kept (``keep_freed_memory``) back to the system, so that
+    the system's count of free memory is true again (before estimating whether a run fits)."""
+    if keep_freed_memory.cache_info().currsize and keep_freed_memory():
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
+from cnnviz.core.device import release_freed_memory
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError
@@ -45,6 +46,7 @@ def available_bytes(device: torch.device) -> int | None:
         return torch.cuda.mem_get_info(device)[0]
     if device.type != "cpu":
         return None
+    release_freed_memory()
     try:
         with open("/proc/meminfo") as info:
             for line in info:
