@@ -83,9 +83,10 @@ def time_to_reach(points: list[tuple[float, int, float]], loss: float, scale: in
     return next((s for s, sc, value in points if sc == scale and value <= loss), None)
 
 
-def run_all(device: str, size: int, budgets: tuple[float, ...], precisions: tuple[str, ...], out: Path) -> dict:
-    """Every method × precision: fp32 losses at the budgets, coarse-to-fine's time to the single-scale loss,
-    and a side-by-side picture of the fp32 and bf16 L-BFGS results (fp32 | bf16 | 4 × difference)."""
+def run_all(device: str, size: int, budgets: tuple[float, ...], iters: int, out: Path) -> dict:
+    """Every method × precision: fp32 losses at the budgets and coarse-to-fine's time to the single-scale
+    loss; then L-BFGS for ``iters`` iterations in fp32 and in bf16 (same work, so the losses and pictures
+    compare), with a side-by-side picture (fp32 | bf16 | 4 × difference) written to ``out``."""
     exact = load_model("vgg16", device=device, precision="fp32")
     photo = as_image(CONTENT, size, exact.device)
     shape = tuple(photo.shape[-2:])
@@ -93,20 +94,20 @@ def run_all(device: str, size: int, budgets: tuple[float, ...], precisions: tupl
                                 style_weight=DEFAULT_STYLE_WEIGHT, content_layers=CONTENT_LAYERS, style_layers=STYLE_LAYERS,
                                 style_layer_weights=None, tv_weight=0.0)(shape)
     rows, finals = [], {}
-    for precision in precisions:
+    for precision in ("fp32", "bf16"):
         model = load_model("vgg16", device=device, precision=precision)
         traces = {method: trace(model, method, precision, size, budgets) for method in METHODS}
         for method, run in traces.items():
             losses = [fp32_loss(evaluate, step.image, shape) if step else None for step in run.images.values()]
-            rows.append({"method": method, "precision": model.optimizing().compute_precision, "losses": losses,
-                         "evaluations": len(run.points)})
+            rows.append({"method": method, "precision": precision, "losses": losses, "evaluations": len(run.points)})
         end_seconds, _, end_loss = traces["L-BFGS"].points[-1]
         reached = time_to_reach(traces["coarse-to-fine L-BFGS"].points, end_loss, max(shape))
         rows[-1]["c2f_ratio"] = None if reached is None else reached / end_seconds  # the coarse-to-fine row
-        finals[precision] = traces["L-BFGS"].images[budgets[-1]].image
-    if len(finals) == 2:
-        side_by_side(*finals.values(), out)
-    return {"size": size, "budgets": budgets, "rows": rows}
+        output = transfer(model, CONTENT, [STYLE], size=size, settings=Settings(iters=iters))
+        finals[precision] = (output.image, fp32_loss(evaluate, output.image, shape), output.record.seconds)
+    side_by_side(finals["fp32"][0], finals["bf16"][0], out)
+    same_work = {p: {"fp32_loss": loss, "seconds": secs} for p, (_, loss, secs) in finals.items()}
+    return {"size": size, "budgets": budgets, "rows": rows, "iters": iters, "same_work": same_work}
 
 
 def side_by_side(a: torch.Tensor, b: torch.Tensor, path: Path, side: int = 256) -> Path:
