@@ -55,13 +55,16 @@ def correlate(rgb: Tensor) -> Tensor:
     return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(COLOR_SQRT).to(rgb), rgb)
 
 
+def frequencies(h: int, w: int) -> Tensor:
+    """|f| in cycles per pixel of the (H, W//2 + 1) frequencies of a real 2-D FFT."""
+    return (torch.fft.fftfreq(h).reshape(-1, 1).pow(2) + torch.fft.rfftfreq(w).reshape(1, -1).pow(2)).sqrt()
+
+
 def spectrum_scale(h: int, w: int) -> Tensor:
     """1/f for the (H, W//2 + 1) frequencies of a real 2-D FFT, f in cycles per pixel, floored at one cycle
     per image (the DC term), divided by its root mean square so that the image keeps the spectrum's
     energy at every size (with an orthonormal FFT)."""
-    fy = torch.fft.fftfreq(h).reshape(-1, 1)
-    fx = torch.fft.rfftfreq(w).reshape(1, -1)
-    scale = 1.0 / (fy.pow(2) + fx.pow(2)).sqrt().clamp_min(1.0 / max(h, w))
+    scale = 1.0 / frequencies(h, w).clamp_min(1.0 / max(h, w))
     return scale / scale.pow(2).mean().sqrt()
 
 
@@ -164,7 +167,7 @@ def high_frequency_share(image: Tensor) -> float:
     x = x - x.mean(dim=(-2, -1), keepdim=True)
     energy = torch.fft.rfft2(x, norm="ortho").abs().pow(2)
     h, w = x.shape[-2:]
-    f = (torch.fft.fftfreq(h).reshape(-1, 1).pow(2) + torch.fft.rfftfreq(w).reshape(1, -1).pow(2)).sqrt()
+    f = frequencies(h, w)
     weight = torch.full_like(f, 2.0)
     weight[:, 0] = 1.0
     if w % 2 == 0:
