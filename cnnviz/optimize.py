@@ -34,6 +34,8 @@ from torch import Tensor
 
 from cnnviz.core.images import fit_size, resize
 from cnnviz.errors import CnnvizError
+from cnnviz.evaluation import evaluation
+from cnnviz.lbfgs import LBFGS
 from cnnviz.objectives import Objective
 from cnnviz.param import Parameterization, Pixels
 from cnnviz.readout import READ_EVERY, Reading, Readout
@@ -42,6 +44,7 @@ from cnnviz.transforms import Transform, compose
 OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 LBFGS_CHUNK = 10
+HISTORY = 50  # L-BFGS curvature pairs (core.memory counts them)
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,10 @@ Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
 
 @dataclass
 class Settings:
-    """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers."""
+    """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers.
+
+    ``cuda_graph``: on a CUDA device, record each evaluation (forward, loss, backward) once as a CUDA graph
+    and replay it (``cnnviz.evaluation``); random transforms and non-pixel parameterizations run eagerly."""
 
     optimizer: str = "lbfgs"
     iters: int = 200
@@ -109,6 +115,7 @@ class Settings:
     seed: int = 0
     transforms: Sequence[Transform] = ()
     regularizers: Sequence[Regularizer] = ()
+    cuda_graph: bool = True
 
     def check(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -243,31 +250,20 @@ def optimize(
             if settings.optimizer == "adam":
                 optimizer = torch.optim.Adam(leaves, lr=settings.step_size)
             else:
-                optimizer = torch.optim.LBFGS(
-                    leaves, lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=50, line_search_fn="strong_wolfe",
-                    tolerance_grad=0.0, tolerance_change=0.0,
-                )
+                optimizer = LBFGS(leaves, lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=min(HISTORY, settings.iters))
+            evaluate = evaluation(param, objective, settings.transforms, generator, graph=settings.cuda_graph)
 
             def closure() -> Tensor:
                 nonlocal evaluations
                 if stop.is_set():
                     raise _Abort
-                optimizer.zero_grad(set_to_none=True)
-                image = param()
-                terms = objective(compose(settings.transforms, image, generator))
-                loss = sum(terms.values())
+                terms, loss, image = evaluate()
                 evaluations += 1
-                iteration = base + done + (max(1, _lbfgs_iterations(optimizer, at_least=0) - chunk_start) if settings.optimizer == "lbfgs" else 1)
+                iteration = base + done + (max(1, optimizer.iterations - chunk_start) if settings.optimizer == "lbfgs" else 1)
                 readout.add(terms, loss, evaluation=evaluations, iteration=iteration, scale=max(size),
-                            seconds=time.perf_counter() - start, image=image.detach())
-                if settings.optimizer == "lbfgs" and (failed := report(readout.read())):
+                            seconds=time.perf_counter() - start, image=image)
+                if (settings.optimizer == "lbfgs" or readout.due) and (failed := report(readout.read())):
                     raise _Abort(failed)  # L-BFGS reads every loss itself; its line search must never see a NaN
-                loss.backward()
-                for leaf in leaves:
-                    if not leaf.grad.is_contiguous():
-                        leaf.grad = leaf.grad.contiguous()  # channels-last layers may return strided grads; L-BFGS views them flat
-                if readout.due and (failed := report(readout.read())):
-                    raise _Abort(failed)
                 return loss
 
             done = 0
@@ -277,9 +273,9 @@ def optimize(
                 while done < settings.iters:
                     if settings.optimizer == "lbfgs":
                         optimizer.param_groups[0]["max_iter"] = min(LBFGS_CHUNK, settings.iters - done)
-                        chunk_start = _lbfgs_iterations(optimizer, at_least=0)
+                        chunk_start = optimizer.iterations
                         optimizer.step(closure)
-                        advanced = _lbfgs_iterations(optimizer, at_least=0) - chunk_start
+                        advanced = optimizer.iterations - chunk_start
                         if advanced == 0:
                             break
                         done += advanced
@@ -312,8 +308,3 @@ def optimize(
         seconds=time.perf_counter() - start, interrupted=stop.is_set(), error=error,
     )
 
-
-def _lbfgs_iterations(optimizer: torch.optim.Optimizer, at_least: int = 1) -> int:
-    """The iterations L-BFGS has counted since its memory was last (re)started."""
-    state = next(iter(optimizer.state.values()), {})
-    return max(at_least, int(state.get("n_iter", 0)))

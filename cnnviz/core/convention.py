@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
@@ -23,9 +24,7 @@ class Convention:
     bgr: bool
 
     def _stats(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        return mean, std
+        return _stats(self, x.device, x.dtype)
 
     def normalize(self, image: Tensor) -> Tensor:
         """RGB in [0, 1] -> model input."""
@@ -38,6 +37,15 @@ class Convention:
         mean, std = self._stats(x)
         image = (x * std + mean) / self.scale
         return image.flip(1) if self.bgr else image
+
+
+@lru_cache(maxsize=32)
+def _stats(convention: Convention, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Mean and std as (1, 3, 1, 1) tensors on ``device``, made once: a host-to-device copy in every
+    evaluation would make a GPU wait, and cannot be recorded in a CUDA graph."""
+    mean = torch.tensor(convention.mean, device=device, dtype=dtype).view(1, 3, 1, 1)
+    std = torch.tensor(convention.std, device=device, dtype=dtype).view(1, 3, 1, 1)
+    return mean, std
 
 
 CAFFE_BGR = Convention("caffe-bgr", (103.939, 116.779, 123.68), (1.0, 1.0, 1.0), 255.0, True)

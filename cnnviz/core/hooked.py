@@ -108,7 +108,7 @@ class HookedModel:
 
         handles = [self._modules[path].register_forward_hook(hook(path)) for path in by_path]
         try:
-            with torch.autocast(self.device.type, self.autocast) if autocast else nullcontext():
+            with torch.autocast(self.device.type, self.autocast, cache_enabled=False) if autocast else nullcontext():
                 out = self.net(x)
             if need_logits:
                 captured[LOGITS] = out.float() if autocast else out
