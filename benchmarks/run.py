@@ -69,20 +69,27 @@ def floors_section(model, sizes: tuple[int, ...]) -> str:
 
 def speed_section(model, args, size: int, before: str | None) -> str:
     cases = [(name, optimizer) for name in ANALYZERS for optimizer in ("lbfgs", "adam") if optimizer == "lbfgs" or name == "transfer"]
+    gpu = model.device.type == "cuda"
+    # On a GPU: more iterations per timed run (an evaluation takes milliseconds), bf16 beside auto (= TF32),
+    # and the default transfer evaluated eagerly too, to show what the CUDA graph gains.
+    runs = [("auto", True), ("bf16", True)] if gpu else [("fp32", True), ("auto", True)]
+    iterations = {"short": 10, "long": 60} if gpu else {}
     floor_cache: dict[tuple[str, str, tuple[int, ...]], float] = {}
     rows = []
     for name, optimizer in cases:
-        base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads)
+        base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads, **iterations)
         old = in_subprocess(Case(**{**base.__dict__, "precision": None}), before) if before else None
-        for precision in ("fp32", "auto"):
-            result = in_subprocess(Case(**{**base.__dict__, "precision": precision}))
+        extra = [("auto", False)] if gpu and name == "transfer" else []
+        for precision, graph in runs + extra:
+            result = in_subprocess(Case(**{**base.__dict__, "precision": precision, "graph": graph}))
             variant = variant_of(result["recorded_precision"])
             key = (ANALYZERS[name], variant, tuple(result["shape"]))
             if key not in floor_cache:
                 floor_cache[key] = floor(model, ANALYZERS[name], key[2], variant)
             rows.append([
-                f"{name} ({optimizer}), {'×'.join(map(str, result['shape']))}", f"{precision} → {result['recorded_precision']}",
-                seconds(old["s_per_evaluation"]) if old and precision == "fp32" else "",
+                f"{name} ({optimizer}), {'×'.join(map(str, result['shape']))}{'' if graph or not gpu else ', no CUDA graph'}",
+                f"{precision} → {result['recorded_precision']}",
+                seconds(old["s_per_evaluation"]) if old and (precision, graph) == runs[0] else "",
                 seconds(result["s_per_evaluation"]), f"{variant} to {ANALYZERS[name]}: {seconds(floor_cache[key])}",
                 f"{result['s_per_evaluation'] / floor_cache[key]:.2f}×", f"{result['peak_mib']:.0f}",
             ])
@@ -116,7 +123,8 @@ def memory_section(args, size: int) -> str:
 
 
 def quality_section(args, size: int, budgets: tuple[float, ...], iters: int) -> str:
-    picture = HERE / "quality_bf16_vs_fp32.jpg"
+    kind = torch.device(args.device).type
+    picture = HERE / f"quality_bf16_vs_fp32{'' if kind == 'cpu' else '_' + kind}.jpg"
     result = run_all(args.device, size, budgets, iters, picture)
     rows = [[r["method"], r["precision"], r["evaluations"], *r["losses"], _fmt(r.get("c2f_ratio"))] for r in result["rows"]]
     head = ["method", "precision", "evaluations", *(f"fp32 loss after {b:g} s" for b in budgets),
@@ -175,6 +183,7 @@ def main() -> None:
     parts = {}
     for name in args.sections.split(","):
         title, measure = runs[name]
+        title = f"{title} ({device.type})"
         started = time.perf_counter()
         with Others() as others:
             text = measure()

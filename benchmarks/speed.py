@@ -24,7 +24,8 @@ HERE = Path(__file__).resolve().parent
 
 @dataclass(frozen=True)
 class Case:
-    """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER."""
+    """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER; ``graph`` False
+    evaluates eagerly on a GPU instead of replaying a CUDA graph."""
 
     analyzer: str
     size: int = 512
@@ -35,6 +36,7 @@ class Case:
     long: int = 6
     scales: tuple[int, ...] = ()
     threads: int | None = None
+    graph: bool = True
 
 
 def run_analyzer(case: Case, iters: int):
@@ -47,7 +49,8 @@ def run_analyzer(case: Case, iters: int):
 
     options = {} if case.precision is None else {"precision": case.precision}
     model = load_model("vgg16", device=case.device, **options)
-    settings = Settings(optimizer=case.optimizer, iters=iters, scales=case.scales)
+    graph = {} if case.graph else {"cuda_graph": False}  # an older checkout's Settings has no cuda_graph
+    settings = Settings(optimizer=case.optimizer, iters=iters, scales=case.scales, **graph)
     name, _, layer = case.analyzer.partition(":")
     if name == "transfer":
         return transfer(model, size=case.size, settings=settings)
@@ -81,7 +84,7 @@ def in_subprocess(case: Case, pythonpath: str | None = None, timeout: float = 36
     older checkout of cnnviz."""
     env = dict(os.environ)
     if pythonpath:
-        env["PYTHONPATH"] = os.pathsep.join([pythonpath, str(HERE)])
+        env["PYTHONPATH"] = os.pathsep.join([pythonpath, str(HERE), *filter(None, [env.get("PYTHONPATH")])])
     done = subprocess.run([sys.executable, str(HERE / "speed.py"), json.dumps(asdict(case))], capture_output=True,
                           text=True, env=env, cwd=pythonpath or None, timeout=timeout)
     if done.returncode:
