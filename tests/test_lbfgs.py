@@ -4,7 +4,7 @@ torch.optim.LBFGS, and its direction never reads a value back to the host."""
 import pytest
 import torch
 
-from cnnviz.lbfgs import LBFGS, CurvaturePairs
+from cnnviz.lbfgs import LBFGS, CurvaturePairs, graphed
 
 
 def two_loop(pairs: list[tuple[torch.Tensor, torch.Tensor]], g: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ def test_counts_iterations_and_stops_at_a_zero_gradient():
     torch.testing.assert_close(y.detach(), torch.ones(4), atol=1e-4, rtol=0)
 
 
-def test_direction_reads_nothing_back_to_the_host(monkeypatch):
+def test_update_and_direction_read_nothing_back_to_the_host(monkeypatch):
     generator = torch.Generator().manual_seed(1)
     n = 10
     g = torch.randn(n, generator=generator, dtype=torch.float64)
@@ -120,7 +120,10 @@ def test_direction_reads_nothing_back_to_the_host(monkeypatch):
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+    update = graphed(memory)
+    assert update == memory.update  # on the CPU there is no graph to record
+    previous = torch.randn(n, generator=generator, dtype=torch.float64)
     for s, y in _pairs(6, n, generator):
-        memory.add(s, y)
+        update(previous + y, previous, s)
     memory.direction(g)
     assert reads == []
