@@ -25,7 +25,8 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Case:
     """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER; ``graph`` False
-    evaluates eagerly on a GPU instead of replaying a CUDA graph."""
+    evaluates eagerly on a GPU instead of replaying a CUDA graph; ``floor_layer``: also time the floor
+    to that layer in the same process, right after the runs (this VM's speed drifts between minutes)."""
 
     analyzer: str
     size: int = 512
@@ -37,6 +38,7 @@ class Case:
     scales: tuple[int, ...] = ()
     threads: int | None = None
     graph: bool = True
+    floor_layer: str | None = None
 
 
 def run_analyzer(case: Case, iters: int):
@@ -60,7 +62,8 @@ def run_analyzer(case: Case, iters: int):
 
 
 def measure(case: Case) -> dict:
-    """Seconds per evaluation, evaluations, the precision the run recorded, peak memory and the image's (H, W)."""
+    """Seconds per evaluation, evaluations, the precision the run recorded, peak memory, the image's (H, W)
+    and the floor's seconds."""
     import torch
 
     from machine import peak_mib
@@ -72,9 +75,17 @@ def measure(case: Case) -> dict:
     runs = [output.record for output in outputs]
     evaluations = [len(r.history) for r in runs]
     seconds = (runs[1].seconds - runs[0].seconds) / max(1, evaluations[1] - evaluations[0])
+    precision = runs[1].params.get("precision", "fp32")
+    floor_s = None
+    if case.floor_layer:
+        from cnnviz.core.hooked import load_model
+        from floors import floor, variant_of
+
+        exact = load_model("vgg16", device=case.device, precision="fp32")
+        floor_s = floor(exact, case.floor_layer, tuple(outputs[1].image.shape[-2:]), variant_of(precision), repeats=5)
     return {
         **asdict(case), "s_per_evaluation": seconds, "evaluations": evaluations[1],
-        "recorded_precision": runs[1].params.get("precision", "fp32"), "loss": sum(runs[1].losses.values()),
+        "recorded_precision": precision, "loss": sum(runs[1].losses.values()), "floor_s": floor_s,
         "peak_mib": peak_mib(torch.device(case.device)), "shape": list(outputs[1].image.shape[-2:]),
     }
 

@@ -4,8 +4,8 @@ torch.optim.LBFGS computes its direction with the two-loop recursion, one histor
 reading each step's coefficient on the host: with 50 pairs that is about 100 device-to-host reads per
 iteration, which on a GPU cost as much as the network's evaluation itself. Here the pairs live in one
 (2m, n) buffer and the direction comes from the compact representation of the inverse Hessian (Byrd,
-Nocedal & Schnabel 1994, Theorem 2.2): three matrix products over the buffer and a few m × m
-operations, all on the device, and on a GPU replayed as one CUDA graph. A pair with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and
+Nocedal & Schnabel 1994, Theorem 2.2): two passes over the buffer (as many as the two-loop recursion
+makes) and a few m × m operations, all on the device, and on a GPU replayed as one CUDA graph. A pair with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and
 masked, so that even the curvature test needs no read. The step length comes from torch's strong-Wolfe
 line search, which reads each evaluation's loss (one read per evaluation, which any line search needs).
 
@@ -44,30 +44,33 @@ class CurvaturePairs:
         self.orders = (order.unsqueeze(0) + order.unsqueeze(1) + 1) % m  # row k: oldest → newest when k is newest
         self.newest = torch.full((1,), m - 1, device=like.device, dtype=torch.long)
 
-    def add(self, s: Tensor, y: Tensor) -> None:
-        """Store the pair (s, y), or a masked empty slot where its curvature sᵀy is not positive."""
+    def add(self, s: Tensor, y: Tensor, g: Tensor | None = None) -> Tensor | None:
+        """Store the pair (s, y), or a masked empty slot where its curvature sᵀy is not positive; with
+        ``g``, also return [S; Y] g, from the same pass over the buffer."""
         m = self.m
         k = (self.newest + 1) % m
         ys = y.dot(s)
         accept = (ys > CURVATURE_MIN).to(s.dtype)
         pair = torch.stack([s * accept, y * accept])  # (2, n)
         self.pairs.index_copy_(0, torch.cat([k, k + m]), pair)
-        products = self.pairs @ pair.T  # (2m, 2): [S s, S y; Y s, Y y]
-        self.sy.index_copy_(1, k, products[:m, 1:])
+        columns = pair if g is None else torch.cat([pair, g.unsqueeze(0)])
+        products = self.pairs @ columns.T  # (2m, 2 or 3): [S s, S y (, S g); Y s, Y y (, Y g)]
+        self.sy.index_copy_(1, k, products[:m, 1:2])
         self.sy.index_copy_(0, k, products[m:, :1].T)
-        self.yy.index_copy_(1, k, products[m:, 1:])
-        self.yy.index_copy_(0, k, products[m:, 1:].T)
+        self.yy.index_copy_(1, k, products[m:, 1:2])
+        self.yy.index_copy_(0, k, products[m:, 1:2].T)
         self.masked.index_copy_(0, k, 1 - accept.reshape(1))
         self.gamma.copy_(torch.where(accept > 0, ys / y.dot(y).clamp_min(CURVATURE_MIN), self.gamma))
         self.newest.copy_(k)
+        return None if g is None else products[:, 2]
 
-    def direction(self, g: Tensor) -> Tensor:
+    def direction(self, g: Tensor, ab: Tensor | None = None) -> Tensor:
         """−H g, H the L-BFGS inverse Hessian of the stored pairs:
         H = γI + [S γY] [[R⁻ᵀ(D + γYᵀY)R⁻¹, −R⁻ᵀ], [−R⁻¹, 0]] [S γY]ᵀ,
-        R the upper triangle of SᵀY and D its diagonal, pairs in time order."""
+        R the upper triangle of SᵀY and D its diagonal, pairs in time order; ``ab`` = [S; Y] g if known."""
         m, gamma = self.m, self.gamma
         order = self.orders.index_select(0, self.newest).squeeze(0)
-        ab = self.pairs @ g
+        ab = self.pairs @ g if ab is None else ab
         a, b = ab[:m][order], ab[m:][order]
         sy = self.sy[order][:, order]
         r = torch.triu(sy) + torch.diag(self.masked[order])  # masked slots: zero rows and columns, unit diagonal
@@ -81,8 +84,7 @@ class CurvaturePairs:
 
     def update(self, g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
         """Add the pair of the step ``taken`` from the gradient ``previous`` to ``g``; the new direction."""
-        self.add(taken, g - previous)
-        return self.direction(g)
+        return self.direction(g, self.add(taken, g - previous, g))
 
 
 def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor]:

@@ -23,7 +23,8 @@ def gram(features: Tensor, normalize: bool = True, dtype: torch.dtype | None = N
     sizes can be compared; Gatys et al. use the raw G and images of equal size. One matmul each
     way with the 1/M folded into it (``_Gram``), on a view of channels-last or contiguous features
     (no copy). ``dtype`` (bf16 where the network ran in bf16, so that F holds bf16 values already)
-    runs the matmuls in that dtype, about twice as fast on the CPU; G comes back as float32.
+    runs the matmuls in that dtype, about twice as fast on the CPU; G comes back as float32 (or float64),
+    also for bf16 features.
     """
     f = features.flatten(2)
     return _Gram.apply(f, 1.0 / f.shape[-1] if normalize else 1.0, dtype or f.dtype)
@@ -50,13 +51,14 @@ class _Gram(torch.autograd.Function):
         low = f.to(dtype)
         ctx.save_for_backward(low)
         ctx.scale = scale
+        ctx.out_dtype = torch.promote_types(f.dtype, torch.float32)
         b, c, m = low.shape
         chunks = next(k for k in (_Gram.CHUNKS, 4, 2, 1) if m % k == 0 and m // k >= 1024 or k == 1)
-        if dtype == f.dtype or chunks == 1 or low.stride(-1) == 1:
-            return torch.baddbmm(low.new_zeros(()), low, low.transpose(1, 2), beta=0.0, alpha=scale).to(f.dtype)
+        if dtype not in (torch.bfloat16, torch.float16) or chunks == 1 or low.stride(-1) == 1:
+            return torch.baddbmm(low.new_zeros(()), low, low.transpose(1, 2), beta=0.0, alpha=scale).to(ctx.out_dtype)
         rows = low.transpose(1, 2).reshape(b * chunks, m // chunks, c)  # channels-last: a view
         partial = torch.baddbmm(low.new_zeros(()), rows.transpose(1, 2), rows, beta=0.0, alpha=scale)
-        return partial.to(f.dtype).reshape(b, chunks, c, c).sum(dim=1)
+        return partial.to(ctx.out_dtype).reshape(b, chunks, c, c).sum(dim=1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
@@ -162,7 +164,10 @@ class Term:
 
 
 class Objective:
-    """The sum of terms to minimise, from one forward pass to the deepest layer any term needs."""
+    """The sum of terms to minimise, from one forward pass to the deepest layer any term needs.
+
+    Terms get the activations in the network's own dtype (bf16 under bf16 autocast) and promote them
+    to float32 as they compute (``F − P`` with a float32 target, ``gram``), so each loss is float32."""
 
     def __init__(self, model: HookedModel, terms: Sequence[Term]) -> None:
         self.model = model
@@ -171,7 +176,7 @@ class Objective:
 
     def __call__(self, image: Tensor) -> dict[str, Tensor]:
         """Each term's weighted value for ``image`` (B, 3, H, W) in [0, 1]."""
-        acts = self.model(image, self.layers) if self.layers else {}
+        acts = self.model(image, self.layers, native=True) if self.layers else {}
         return {t.name: t.weight * t.fn(acts, image) for t in self.terms}
 
 

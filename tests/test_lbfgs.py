@@ -42,6 +42,19 @@ def test_compact_direction_equals_the_two_loop_recursion_also_when_the_ring_wrap
     torch.testing.assert_close(memory.direction(g), two_loop(pairs[-m:], g), rtol=1e-9, atol=1e-9)
 
 
+def test_update_adds_the_pair_of_a_step_and_returns_the_new_direction():
+    generator = torch.Generator().manual_seed(3)
+    n = 10
+    pairs = _pairs(4, n, generator)
+    memory = CurvaturePairs(3, n, pairs[0][0])
+    previous = torch.randn(n, generator=generator, dtype=torch.float64)
+    for s, y in pairs:
+        g = previous + y
+        d = memory.update(g, previous, s)
+        previous = g
+    torch.testing.assert_close(d, two_loop(pairs[-3:], g), rtol=1e-9, atol=1e-9)
+
+
 def test_a_pair_without_positive_curvature_is_masked_not_used():
     generator = torch.Generator().manual_seed(0)
     n = 8

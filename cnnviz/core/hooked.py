@@ -77,12 +77,14 @@ class HookedModel:
     def normalize(self, image: Tensor) -> Tensor:
         return self.convention.normalize(image)
 
-    def __call__(self, image: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        """Activations of ``layers`` for ``image`` (B, 3, H, W) in [0, 1]."""
-        return self.run(self.normalize(image), layers)
+    def __call__(self, image: Tensor, layers: Sequence[str], native: bool = False) -> dict[str, Tensor]:
+        """Activations of ``layers`` for ``image`` (B, 3, H, W) in [0, 1] (``native``: see ``run``)."""
+        return self.run(self.normalize(image), layers, native)
 
-    def run(self, x: Tensor, layers: Sequence[str]) -> dict[str, Tensor]:
-        """Activations of ``layers`` for an input already in the model's convention."""
+    def run(self, x: Tensor, layers: Sequence[str], native: bool = False) -> dict[str, Tensor]:
+        """Activations of ``layers`` for an input already in the model's convention; float32, or with
+        ``native`` in the dtype the network computed them in (bf16 under bf16 autocast), for callers whose
+        losses promote to float32 themselves: a cast of every activation there and back is then saved."""
         wanted = {name: self.table.get(name) for name in dict.fromkeys(layers)}
         captured: dict[str, Tensor] = {}
         by_path: dict[str, dict[int, list[str]]] = {}
@@ -90,7 +92,7 @@ class HookedModel:
             if name != LOGITS:
                 by_path.setdefault(layer.path, {}).setdefault(layer.call, []).append(name)
         need_logits = LOGITS in wanted
-        autocast = self.autocast is not None
+        upcast = self.autocast is not None and not native
         x = x.contiguous(memory_format=torch.channels_last)
 
         def hook(path: str):
@@ -99,7 +101,7 @@ class HookedModel:
             def capture(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
                 nonlocal calls
                 for name in by_path[path].get(calls, ()):
-                    captured[name] = output.float() if autocast else output
+                    captured[name] = output.float() if upcast else output
                 calls += 1
                 if not need_logits and len(captured) == len(wanted):
                     raise _Stop
@@ -108,10 +110,10 @@ class HookedModel:
 
         handles = [self._modules[path].register_forward_hook(hook(path)) for path in by_path]
         try:
-            with torch.autocast(self.device.type, self.autocast, cache_enabled=False) if autocast else nullcontext():
+            with torch.autocast(self.device.type, self.autocast, cache_enabled=False) if self.autocast is not None else nullcontext():
                 out = self.net(x)
             if need_logits:
-                captured[LOGITS] = out.float() if autocast else out
+                captured[LOGITS] = out.float() if upcast else out
         except _Stop:
             pass
         except RuntimeError as err:
