@@ -73,7 +73,7 @@ def speed_section(model, args, size: int, before: str | None) -> str:
     # On a GPU: more iterations per timed run (an evaluation takes milliseconds), bf16 beside auto (= TF32),
     # and the default transfer evaluated eagerly too, to show what the CUDA graph gains.
     runs = [("auto", True), ("bf16", True)] if gpu else [("fp32", True), ("auto", True)]
-    iterations = {"short": 10, "long": 60} if gpu else {"short": 3, "long": 13}
+    iterations = {"long": 80, "skip": 10} if gpu else {"long": 13, "skip": 2}
     rows = []
     for name, optimizer in cases:
         base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads, **iterations)
@@ -107,7 +107,7 @@ def memory_section(args, size: int) -> str:
         largest = max(s for s in range(256, 8193, 64) if memory.needed_bytes(model, layers, (s, s), "lbfgs") <= 24 * GIB)
         fits = need <= (memory.available_bytes(model.device) or math.inf)
         try:
-            result = in_subprocess(Case("transfer", size=size, precision=precision, device=args.device, short=1, long=3,
+            result = in_subprocess(Case("transfer", size=size, precision=precision, device=args.device, long=3, skip=1,
                                         threads=args.threads)) if fits else None
             peak = f"{result['peak_mib'] / 1024:.1f}" if result else "refused: does not fit"
         except RuntimeError as failure:

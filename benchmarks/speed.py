@@ -1,11 +1,12 @@
 """Seconds per evaluation of one analyzer run, and its peak memory, measured in a fresh process.
 
 Each case runs once to warm up (one-time kernel set-up would otherwise fall on the first timed run),
-then with ``short`` and ``long`` iterations; the seconds per evaluation are the difference of the two
-runs' optimization times over the difference of their evaluations: set-up, the first evaluation and
-the final read cancel, and the number holds on a GPU, whose work is queued, because every run ends by
-reading its losses. ``precision`` None leaves ``load_model`` at its
-defaults, so the same worker also measures a checkout from before ``--precision`` existed.
+then once with ``long`` iterations. The seconds per evaluation are the slope of the times at which the
+progress callback received the evaluations, after the first ``skip`` of them (set-up, CUDA-graph capture
+and the first evaluations fall before): the difference of two runs' total times, used before, let fixed
+costs that differ between runs swamp millisecond evaluations on a GPU. L-BFGS reads every evaluation's
+loss, so the callback follows the device; Adam's readings arrive in batches, so its slope holds over many
+evaluations only.
 
     python benchmarks/speed.py '{"analyzer": "transfer", "size": 512, "precision": "auto", "optimizer": "lbfgs"}'
 """
@@ -16,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,15 +35,15 @@ class Case:
     precision: str | None = "auto"
     optimizer: str = "lbfgs"
     device: str = "cpu"
-    short: int = 2
-    long: int = 6
+    long: int = 13
+    skip: int = 2
     scales: tuple[int, ...] = ()
     threads: int | None = None
     graph: bool = True
     floor_layer: str | None = None
 
 
-def run_analyzer(case: Case, iters: int):
+def run_analyzer(case: Case, iters: int, callback=None):
     """The analyzer's ``Output`` for ``case`` with ``iters`` iterations per scale."""
     from cnnviz.analyzers.inversion import invert
     from cnnviz.analyzers.texture import texture
@@ -55,10 +57,10 @@ def run_analyzer(case: Case, iters: int):
     settings = Settings(optimizer=case.optimizer, iters=iters, scales=case.scales, **graph)
     name, _, layer = case.analyzer.partition(":")
     if name == "transfer":
-        return transfer(model, size=case.size, settings=settings)
+        return transfer(model, size=case.size, settings=settings, callback=callback)
     if name == "texture":
-        return texture(model, size=case.size, settings=settings)
-    return invert(model, layer=layer, size=case.size, settings=settings)
+        return texture(model, size=case.size, settings=settings, callback=callback)
+    return invert(model, layer=layer, size=case.size, settings=settings, callback=callback)
 
 
 def measure(case: Case) -> dict:
@@ -71,22 +73,22 @@ def measure(case: Case) -> dict:
     if case.threads:
         torch.set_num_threads(case.threads)
     run_analyzer(case, 1)
-    outputs = [run_analyzer(case, iters) for iters in (case.short, case.long)]
-    runs = [output.record for output in outputs]
-    evaluations = [len(r.history) for r in runs]
-    seconds = (runs[1].seconds - runs[0].seconds) / max(1, evaluations[1] - evaluations[0])
-    precision = runs[1].params.get("precision", "fp32")
+    times: list[float] = []
+    output = run_analyzer(case, case.long, callback=lambda _step: times.append(time.perf_counter()))
+    skip = min(case.skip, len(times) - 2)
+    seconds = (times[-1] - times[skip]) / (len(times) - 1 - skip)
+    precision = output.record.params.get("precision", "fp32")
     floor_s = None
     if case.floor_layer:
         from cnnviz.core.hooked import load_model
         from floors import floor, variant_of
 
         exact = load_model("vgg16", device=case.device, precision="fp32")
-        floor_s = floor(exact, case.floor_layer, tuple(outputs[1].image.shape[-2:]), variant_of(precision), repeats=5)
+        floor_s = floor(exact, case.floor_layer, tuple(output.image.shape[-2:]), variant_of(precision), repeats=5)
     return {
-        **asdict(case), "s_per_evaluation": seconds, "evaluations": evaluations[1],
-        "recorded_precision": precision, "loss": sum(runs[1].losses.values()), "floor_s": floor_s,
-        "peak_mib": peak_mib(torch.device(case.device)), "shape": list(outputs[1].image.shape[-2:]),
+        **asdict(case), "s_per_evaluation": seconds, "evaluations": len(times),
+        "recorded_precision": precision, "loss": sum(output.record.losses.values()), "floor_s": floor_s,
+        "peak_mib": peak_mib(torch.device(case.device)), "shape": list(output.image.shape[-2:]),
     }
 
 
