@@ -5,6 +5,7 @@ analyzer's seconds per evaluation is compared to the floor of its deepest layer,
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 
 import torch
@@ -28,9 +29,11 @@ def trunk(model: HookedModel, layer: str) -> nn.Sequential:
     return copy.deepcopy(nn.Sequential(*list(model.net.features.children())[: index + 1]))
 
 
-def floor(model: HookedModel, layer: str, shape: int | tuple[int, int], variant: str, repeats: int = 3) -> float:
-    """Fastest of ``repeats`` timed runs (after a warm-up) of one forward + input-gradient backward of an
-    image of ``shape`` (H, W), or ``shape``² px, to ``layer``: the least disturbed by other work on a shared machine."""
+def floor(model: HookedModel, layer: str, shape: int | tuple[int, int], variant: str, repeats: int = 3,
+          typical: bool = False) -> float:
+    """Fastest (or with ``typical`` the median) of ``repeats`` timed runs, after a warm-up, of one forward +
+    input-gradient backward of an image of ``shape`` (H, W), or ``shape``² px, to ``layer``. The fastest is
+    the least disturbed by other work on a shared machine; the median compares with an analyzer's mean."""
     layout, dtype = VARIANTS[variant]
     net = trunk(model, layer).to(memory_format=layout)
     h, w = (shape, shape) if isinstance(shape, int) else shape
@@ -44,7 +47,7 @@ def floor(model: HookedModel, layer: str, shape: int | tuple[int, int], variant:
         out.backward(torch.ones_like(out))
         sync(model.device)
         times.append(time.perf_counter() - start)
-    return min(times[1:])
+    return statistics.median(times[1:]) if typical else min(times[1:])
 
 
 def variant_of(precision: str) -> str:

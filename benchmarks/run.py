@@ -87,14 +87,18 @@ def speed_section(model, args, size: int, before: str | None) -> str:
                 f"{name} ({optimizer}), {'×'.join(map(str, result['shape']))}{'' if graph or not gpu else ', no CUDA graph'}",
                 f"{precision} → {result['recorded_precision']}",
                 seconds(old["s_per_evaluation"]) if old and (precision, graph) == runs[0] else "",
-                seconds(result["s_per_evaluation"]), f"{variant} to {ANALYZERS[name]}: {seconds(floor_s)}",
-                f"{result['s_per_evaluation'] / floor_s:.2f}×", f"{result['peak_mib']:.0f}",
+                seconds(result["s_per_evaluation"]),
+                f"{variant} to {ANALYZERS[name]}: {seconds(floor_s)} (fastest {seconds(result['fastest_floor_s'])})",
+                f"{result['s_per_evaluation'] / floor_s:.2f}× ({result['s_per_evaluation'] / result['fastest_floor_s']:.2f}×)",
+                f"{result['peak_mib']:.0f}",
             ])
             print(rows[-1], flush=True)
-    head = ["analyzer", "precision", "before", "s/evaluation", "matching floor", "ratio", "peak MiB"]
+    head = ["analyzer", "precision", "before", "s/evaluation", "matching floor: median (fastest)", "ratio to it (to the fastest)", "peak MiB"]
     note = f"before: the same cases in {before}, at its defaults (fp32)" if before else "no before run"
-    return (f"Long side {size} px; each floor is timed in the analyzer's own process right after it, at the image's "
-            f"own shape (fastest of 5); {note}.\n\n" + table(head, rows))
+    evaluations = f"the mean over the evaluations of {iterations['long']} iterations after the first {iterations['skip']}"
+    return (f"Long side {size} px; s/evaluation is {evaluations} (slope of their arrival times); each floor is timed in "
+            f"the analyzer's own process right after it, at the image's own shape: median of 7 runs (fastest of 3 "
+            f"more); {note}.\n\n" + table(head, rows))
 
 
 def memory_section(args, size: int) -> str:

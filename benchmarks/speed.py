@@ -28,7 +28,8 @@ HERE = Path(__file__).resolve().parent
 class Case:
     """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER; ``graph`` False
     evaluates eagerly on a GPU instead of replaying a CUDA graph; ``floor_layer``: also time the floor
-    to that layer in the same process, right after the runs (this VM's speed drifts between minutes)."""
+    to that layer in the same process, right after the runs (this VM's speed drifts between minutes): its
+    median, comparable with the analyzer's mean, and its fastest run."""
 
     analyzer: str
     size: int = 512
@@ -78,16 +79,18 @@ def measure(case: Case) -> dict:
     skip = min(case.skip, len(times) - 2)
     seconds = (times[-1] - times[skip]) / (len(times) - 1 - skip)
     precision = output.record.params.get("precision", "fp32")
-    floor_s = None
+    floor_s = fastest_s = None
     if case.floor_layer:
         from cnnviz.core.hooked import load_model
         from floors import floor, variant_of
 
         exact = load_model("vgg16", device=case.device, precision="fp32")
-        floor_s = floor(exact, case.floor_layer, tuple(output.image.shape[-2:]), variant_of(precision), repeats=5)
+        shape = tuple(output.image.shape[-2:])
+        floor_s = floor(exact, case.floor_layer, shape, variant_of(precision), repeats=7, typical=True)
+        fastest_s = floor(exact, case.floor_layer, shape, variant_of(precision), repeats=3)
     return {
         **asdict(case), "s_per_evaluation": seconds, "evaluations": len(times),
-        "recorded_precision": precision, "loss": sum(output.record.losses.values()), "floor_s": floor_s,
+        "recorded_precision": precision, "loss": sum(output.record.losses.values()), "floor_s": floor_s, "fastest_floor_s": fastest_s,
         "peak_mib": peak_mib(torch.device(case.device)), "shape": list(output.image.shape[-2:]),
     }
 
