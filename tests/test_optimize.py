@@ -154,3 +154,20 @@ def test_progress_counts_every_scale_and_the_record_holds_the_step_size(vgg):
     output = invert(vgg, "coffee", "relu1_1", size=64, settings=Settings(iters=3, scales=(32,)), callback=steps.append)
     assert steps[0].total == 6 and steps[-1].iteration <= 6 and steps[-1].iteration > 3
     assert output.record.params["lr"] == 1.0
+
+
+def test_an_evaluation_returns_the_loss_and_a_fresh_gradient_each_time(vgg):
+    from cnnviz.evaluation import evaluation
+    from cnnviz.param import Pixels
+
+    param = Pixels(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    objective = Objective(vgg, [Term("tv", 1.0, (), lambda acts, x: tv_loss(x))])
+    evaluate = evaluation(param, objective, (), torch.Generator(), graph=True)  # no CUDA here: eager
+    terms, first, image = evaluate()
+    gradient = param.x.grad.clone()
+    _, second, _ = evaluate()
+    (expected,) = torch.autograd.grad(tv_loss(param.x.clamp(0, 1)), param.x)
+    assert first.detach().item() == second.detach().item() == terms["tv"].detach().item()
+    torch.testing.assert_close(param.x.grad, gradient)  # cleared, not accumulated
+    torch.testing.assert_close(gradient, expected)
+    assert not image.requires_grad

@@ -39,6 +39,38 @@ def test_the_fused_gram_equals_the_plain_one_with_its_gradient(layout):
     torch.testing.assert_close(fused_grad, plain_grad)
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_gram_of_bf16_features_is_float32_and_matches_the_upcast_one(chunked):
+    size = (64, 64) if chunked else (5, 7)  # 4096 positions: split into blocks; 35: one matmul
+    features = torch.rand(1, 8, *size).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    native = features.clone().requires_grad_(True)
+    upcast = features.float().requires_grad_(True)
+    g_native, g_upcast = gram(native, dtype=torch.bfloat16), gram(upcast, dtype=torch.bfloat16)
+    assert g_native.dtype == torch.float32
+    torch.testing.assert_close(g_native, g_upcast)
+    weights = torch.rand_like(g_native)
+    (g_native * weights).sum().backward()
+    (g_upcast * weights).sum().backward()
+    assert native.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(native.grad.float(), upcast.grad.to(torch.bfloat16).float())
+
+
+def test_losses_get_activations_in_the_networks_dtype_and_stay_float32(vgg):
+    fast = load_model("vgg16", device="cpu", precision="bf16").optimizing()
+    image = torch.rand(1, 3, 32, 32)
+    assert fast(image, ["relu2_1"])["relu2_1"].dtype == torch.float32
+    assert fast(image, ["relu2_1"], native=True)["relu2_1"].dtype == torch.bfloat16
+    reference = targets(fast, torch.rand(1, 3, 32, 32), ["relu2_1"])["relu2_1"]
+    seen = {}
+
+    def feature(acts, x):
+        seen["dtype"] = acts["relu2_1"].dtype
+        return feature_loss(acts["relu2_1"], reference)
+
+    terms = Objective(fast, [Term("feature", 1.0, ("relu2_1",), feature)])(image)
+    assert seen["dtype"] == torch.bfloat16 and terms["feature"].dtype == torch.float32
+
+
 @pytest.mark.parametrize("flags, expected", [
     ({"avx2", "fma"}, None), ({"avx512f", "avx512_bf16"}, torch.bfloat16), ({"amx_bf16"}, torch.bfloat16),
 ])
