@@ -1,5 +1,5 @@
-"""Quality per second of style transfer: the loss reached after fixed wall-clock budgets by L-BFGS, Adam
-and coarse-to-fine L-BFGS, each in fp32 and bf16.
+"""Quality per second of style transfer: the loss reached after fixed wall-clock budgets by L-BFGS (with
+and without its line search), Adam and coarse-to-fine L-BFGS, each in fp32 and bf16.
 
 Every loss reported here is the image's fp32 loss at the final size (a bf16 run's own losses carry bf16's
 rounding), so fp32 and bf16 runs compare on one scale. A run stops when its callback sees the largest
@@ -22,11 +22,12 @@ from cnnviz.optimize import Settings, Step
 
 CONTENT, STYLE = "astronaut", "starry_night"
 BUDGETS = {"cpu": (20.0, 40.0, 80.0), "cuda": (2.0, 5.0, 10.0)}
-# name: (optimizer, coarse scales, iterations per scale)
+# name: (optimizer, coarse scales, iterations per scale, line search)
 METHODS = {
-    "L-BFGS": ("lbfgs", (), 100_000),
-    "Adam": ("adam", (), 100_000),
-    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 60),
+    "L-BFGS": ("lbfgs", (), 100_000, "strong_wolfe"),
+    "L-BFGS, no line search": ("lbfgs", (), 100_000, None),
+    "Adam": ("adam", (), 100_000, "strong_wolfe"),
+    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 60, "strong_wolfe"),
 }
 
 
@@ -46,7 +47,7 @@ class Trace:
 
 def trace(model: HookedModel, method: str, precision: str, size: int, budgets: tuple[float, ...]) -> Trace:
     """Run the method until the largest budget passes (or its iterations end)."""
-    optimizer, scales, iters = METHODS[method]
+    optimizer, scales, iters, line_search = METHODS[method]
     run = Trace(method, precision)
     previous: Step | None = None
 
@@ -61,8 +62,8 @@ def trace(model: HookedModel, method: str, precision: str, size: int, budgets: t
         previous = step
 
     try:
-        transfer(model, CONTENT, [STYLE], size=size, settings=Settings(optimizer=optimizer, iters=iters, scales=scales),
-                 callback=note)
+        transfer(model, CONTENT, [STYLE], size=size, callback=note,
+                 settings=Settings(optimizer=optimizer, iters=iters, scales=scales, line_search=line_search))
     except _Budget:
         pass
     for budget in budgets:

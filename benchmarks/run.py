@@ -71,20 +71,24 @@ def speed_section(model, args, size: int, before: str | None) -> str:
     cases = [(name, optimizer) for name in ANALYZERS for optimizer in ("lbfgs", "adam") if optimizer == "lbfgs" or name == "transfer"]
     gpu = model.device.type == "cuda"
     # On a GPU: more iterations per timed run (an evaluation takes milliseconds), bf16 beside auto (= TF32),
-    # and the default transfer evaluated eagerly too, to show what the CUDA graph gains.
+    # and the default transfer evaluated eagerly too, to show what the CUDA graph gains; everywhere the
+    # L-BFGS transfer without a line search (``--line-search none``) too.
     runs = [("auto", True), ("bf16", True)] if gpu else [("fp32", True), ("auto", True)]
     iterations = {"long": 80, "skip": 10} if gpu else {"long": 13, "skip": 2}
     rows = []
     for name, optimizer in cases:
         base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads, **iterations)
         old = in_subprocess(Case(**{**base.__dict__, "precision": None}), before) if before else None
-        extra = [("auto", False)] if gpu and name == "transfer" else []
-        for precision, graph in runs + extra:
-            result = in_subprocess(Case(**{**base.__dict__, "precision": precision, "graph": graph, "floor_layer": ANALYZERS[name]}))
+        extra = [("auto", False, "strong_wolfe")] if gpu and name == "transfer" else []
+        extra += [("auto", True, None)] if optimizer == "lbfgs" and name == "transfer" else []
+        for precision, graph, line_search in [(p, g, "strong_wolfe") for p, g in runs] + extra:
+            result = in_subprocess(Case(**{**base.__dict__, "precision": precision, "graph": graph, "line_search": line_search,
+                                           "floor_layer": ANALYZERS[name]}))
             variant = variant_of(result["recorded_precision"])
             floor_s = result["floor_s"]
             rows.append([
-                f"{name} ({optimizer}), {'×'.join(map(str, result['shape']))}{'' if graph or not gpu else ', no CUDA graph'}",
+                f"{name} ({optimizer}{'' if line_search else ', no line search'}), {'×'.join(map(str, result['shape']))}"
+                f"{'' if graph or not gpu else ', no CUDA graph'}",
                 f"{precision} → {result['recorded_precision']}",
                 seconds(old["s_per_evaluation"]) if old and (precision, graph) == runs[0] else "",
                 seconds(result["s_per_evaluation"]),

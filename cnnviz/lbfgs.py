@@ -11,7 +11,10 @@ line search, which reads each evaluation's loss (one read per evaluation, which 
 
 Like torch's LBFGS, ``step(closure)`` runs up to ``max_iter`` iterations; unlike it, a later ``step``
 continues from the loss and gradient the previous one ended with instead of evaluating the same point
-again, so chunked runs waste no evaluation.
+again, so chunked runs waste no evaluation. Without a line search (``line_search=None``, torch's
+``line_search_fn=None`` and the Lua optim.lbfgs that neural-style used) every iteration takes the step
+``lr``·d, one evaluation each, and nothing at all is read back: on a GPU the iterations queue up like
+Adam's steps. Any direction from positive-curvature pairs is a descent direction, so no check is lost.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from torch import Tensor
 from torch.optim.lbfgs import _strong_wolfe
 
 CURVATURE_MIN = 1e-10
+LINE_SEARCHES = ("strong_wolfe", None)
+MAX_STEP = 0.1  # without a line search: the largest change of one value per iteration (pixels are in [0, 1])
 
 
 class CurvaturePairs:
@@ -121,19 +126,27 @@ def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor
 
 
 class LBFGS(torch.optim.Optimizer):
-    """L-BFGS with a strong-Wolfe line search and ``history_size`` curvature pairs (see the module doc).
+    """L-BFGS with ``history_size`` curvature pairs and a strong-Wolfe line search, or none (see the
+    module doc).
 
-    ``iterations`` counts the iterations since the optimizer was made. It stops before ``max_iter`` when
-    the gradient is exactly zero, the direction is not a descent direction, or the step is zero.
+    ``iterations`` counts the iterations since the optimizer was made. With the line search it stops
+    before ``max_iter`` when the gradient is exactly zero, the direction is not a descent direction, or
+    the step is zero.
     """
 
-    def __init__(self, params: Iterable[Tensor], lr: float = 1.0, max_iter: int = 20, history_size: int = 50) -> None:
+    def __init__(
+        self, params: Iterable[Tensor], lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
+        line_search: str | None = "strong_wolfe",
+    ) -> None:
+        if line_search not in LINE_SEARCHES:
+            raise ValueError(f"line_search must be one of {LINE_SEARCHES}, got {line_search!r}")
         super().__init__(params, {"lr": lr, "max_iter": max_iter, "history_size": history_size})
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS takes one group of parameters")
+        self.line_search = line_search
         self.leaves: list[Tensor] = self.param_groups[0]["params"]
         self.iterations = 0
-        self._point: tuple[float, Tensor] | None = None  # loss and flat gradient at the current parameters
+        self._point: tuple[float | Tensor, Tensor] | None = None  # loss and flat gradient at the current parameters
         self._update: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
         self._last: tuple[Tensor, Tensor] | None = None  # the previous gradient and the step taken from it
 
@@ -146,15 +159,19 @@ class LBFGS(torch.optim.Optimizer):
             leaf.copy_(flat[offset:offset + leaf.numel()].view_as(leaf))
             offset += leaf.numel()
 
-    def _evaluate(self, closure: Callable[[], Tensor]) -> tuple[float, Tensor]:
+    def _evaluate(self, closure: Callable[[], Tensor], read: bool = True) -> tuple[float | Tensor, Tensor]:
+        """The loss (read to the host, or left on the device) and the flat gradient after ``closure``."""
         with torch.enable_grad():
-            loss = float(closure().detach())
-        return loss, self._flat(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in self.leaves)
+            loss = closure().detach()
+        grad = self._flat(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in self.leaves)
+        return (float(loss) if read else loss), grad
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Tensor]) -> float:  # type: ignore[override]
+    def step(self, closure: Callable[[], Tensor]) -> float | Tensor:  # type: ignore[override]
         """Up to ``max_iter`` iterations; ``closure`` clears the gradients, evaluates, back-propagates and
-        returns the loss."""
+        returns the loss (returned as a float, or without a line search as a device tensor)."""
+        if self.line_search is None:
+            return self._fixed_steps(closure)
         group = self.param_groups[0]
         loss, g = self._point or self._evaluate(closure)
         self._point = (loss, g)
@@ -183,4 +200,24 @@ class LBFGS(torch.optim.Optimizer):
             self._point = (loss, g)
             if float(t) == 0:  # d is a descent direction, so it is not zero: the step is zero only if t is
                 break
+        return loss
+
+    def _fixed_steps(self, closure: Callable[[], Tensor]) -> Tensor:
+        """``max_iter`` iterations of x ← x + t d, t = ``lr`` (the first: ``lr``·min(1, 1/‖g‖₁), as with the
+        line search), one evaluation each, without reading anything back."""
+        group = self.param_groups[0]
+        loss, g = self._point or self._evaluate(closure, read=False)
+        for _ in range(group["max_iter"]):
+            if self._update is None:
+                self._update = graphed(CurvaturePairs(group["history_size"], g.numel(), g))
+                d, t = -g, (1.0 / g.abs().sum()).clamp(max=1.0) * group["lr"]
+            else:
+                d, t = self._update(g, *self._last), group["lr"]
+            self.iterations += 1
+            step = t * d
+            step = step * (MAX_STEP / step.abs().max().clamp_min(MAX_STEP))  # no value moves more than MAX_STEP
+            self._set(self._flat(self.leaves) + step)
+            self._last = (g, step)
+            loss, g = self._evaluate(closure, read=False)
+            self._point = (loss, g)
         return loss

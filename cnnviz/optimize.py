@@ -35,7 +35,7 @@ from torch import Tensor
 from cnnviz.core.images import fit_size, resize
 from cnnviz.errors import CnnvizError
 from cnnviz.evaluation import evaluation
-from cnnviz.lbfgs import LBFGS
+from cnnviz.lbfgs import LBFGS, LINE_SEARCHES
 from cnnviz.objectives import Objective
 from cnnviz.param import Parameterization, Pixels
 from cnnviz.readout import READ_EVERY, Reading, Readout
@@ -105,6 +105,8 @@ Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
 class Settings:
     """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers.
 
+    ``line_search``: L-BFGS's, ``strong_wolfe`` or None (a step of ``lr`` per iteration, one evaluation
+    each, nothing read back: see ``cnnviz.lbfgs``).
     ``cuda_graph``: on a CUDA device, record each evaluation (forward, loss, backward) once as a CUDA graph
     and replay it (``cnnviz.evaluation``); random transforms and non-pixel parameterizations run eagerly."""
 
@@ -115,6 +117,7 @@ class Settings:
     seed: int = 0
     transforms: Sequence[Transform] = ()
     regularizers: Sequence[Regularizer] = ()
+    line_search: str | None = "strong_wolfe"
     cuda_graph: bool = True
 
     def check(self) -> None:
@@ -122,6 +125,8 @@ class Settings:
             raise CnnvizError(f"unknown optimizer '{self.optimizer}' (choices: {', '.join(OPTIMIZERS)})")
         if self.iters < 1:
             raise CnnvizError(f"--iters must be at least 1, got {self.iters}")
+        if self.line_search not in LINE_SEARCHES:
+            raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: strong-wolfe, none)")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
         if any(s < 16 for s in self.scales):
@@ -224,7 +229,8 @@ def optimize(
     error = None
     evaluations = 0
     base = 0
-    readout = Readout(every=1 if settings.optimizer == "lbfgs" else READ_EVERY)
+    searching = settings.optimizer == "lbfgs" and settings.line_search is not None  # reads every loss anyway
+    readout = Readout(every=1 if searching else READ_EVERY)
     kept = {"image": latest["image"]}
 
     def report(readings: list[Reading]) -> str | None:
@@ -250,7 +256,8 @@ def optimize(
             if settings.optimizer == "adam":
                 optimizer = torch.optim.Adam(leaves, lr=settings.step_size)
             else:
-                optimizer = LBFGS(leaves, lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=min(HISTORY, settings.iters))
+                optimizer = LBFGS(leaves, lr=settings.step_size, max_iter=LBFGS_CHUNK, history_size=min(HISTORY, settings.iters),
+                                  line_search=settings.line_search)
             evaluate = evaluation(param, objective, settings.transforms, generator, graph=settings.cuda_graph)
 
             def closure() -> Tensor:
@@ -262,8 +269,8 @@ def optimize(
                 iteration = base + done + (max(1, optimizer.iterations - chunk_start) if settings.optimizer == "lbfgs" else 1)
                 readout.add(terms, loss, evaluation=evaluations, iteration=iteration, scale=max(size),
                             seconds=time.perf_counter() - start, image=image)
-                if (settings.optimizer == "lbfgs" or readout.due) and (failed := report(readout.read())):
-                    raise _Abort(failed)  # L-BFGS reads every loss itself; its line search must never see a NaN
+                if (searching or readout.due) and (failed := report(readout.read())):
+                    raise _Abort(failed)  # a line search reads every loss itself and must never see a NaN
                 return loss
 
             done = 0

@@ -140,3 +140,29 @@ def test_update_and_direction_read_nothing_back_to_the_host(monkeypatch):
         update(previous + y, previous, s)
     memory.direction(g)
     assert reads == []
+
+
+def test_without_line_search_each_iteration_is_one_capped_evaluation_and_a_quadratic_converges():
+    from cnnviz.lbfgs import MAX_STEP
+
+    target = torch.linspace(0.2, 0.8, 12, dtype=torch.float64)
+    scale = torch.linspace(1.0, 4.0, 12, dtype=torch.float64)
+    x = torch.full((12,), 0.5, dtype=torch.float64, requires_grad=True)
+    optimizer = LBFGS([x], max_iter=5, line_search=None)
+    positions = []
+
+    def closure():
+        positions.append(x.detach().clone())
+        optimizer.zero_grad()
+        loss = (scale * (x - target) ** 2).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(6):
+        loss = optimizer.step(closure)
+    assert isinstance(loss, torch.Tensor) and optimizer.iterations == 30 and len(positions) == 31
+    steps = torch.stack(positions).diff(dim=0).abs().amax(dim=1)
+    assert steps.max() <= MAX_STEP + 1e-12
+    torch.testing.assert_close(x.detach(), target, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="line_search"):
+        LBFGS([x], line_search="armijo")

@@ -125,7 +125,10 @@ def test_the_estimate_halves_activations_in_bf16(vgg):
 SYNCS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
 
 
-def test_adam_reads_losses_in_batches_not_every_evaluation(vgg, monkeypatch):
+@pytest.mark.parametrize("options", [
+    {"optimizer": "adam"}, {"optimizer": "lbfgs", "line_search": None},
+])
+def test_adam_and_lbfgs_without_line_search_read_losses_in_batches(vgg, monkeypatch, options):
     """Count host reads of tensors made by cnnviz code (torch's own CPU-side step counters aside)."""
     package = str(Path(cnnviz.__file__).parent)
     reads = []
@@ -148,9 +151,11 @@ def test_adam_reads_losses_in_batches_not_every_evaluation(vgg, monkeypatch):
     for name in SYNCS:
         monkeypatch.setattr(torch.Tensor, name, counting(name))
     iters = 4 * readout.READ_EVERY
-    result = optimize(lambda _size: objective, torch.full_like(reference, 0.5), Settings(optimizer="adam", iters=iters),
+    result = optimize(lambda _size: objective, torch.full_like(reference, 0.5), Settings(iters=iters, **options),
                       callback=steps.append)
     monkeypatch.undo()
-    assert len(reads) <= iters // readout.READ_EVERY + 1, reads
-    assert [s.evaluation for s in steps] == list(range(1, iters + 1)) and len(result.history) == iters
+    evaluations = iters + (options["optimizer"] == "lbfgs")  # L-BFGS evaluates its start point too
+    assert len(reads) <= evaluations // readout.READ_EVERY + 1, reads
+    assert [s.evaluation for s in steps] == list(range(1, evaluations + 1)) and len(result.history) == evaluations
+    assert result.iterations == iters
     assert result.losses["feature"] < result.history[0]["feature"]

@@ -82,6 +82,7 @@ def record(analyzer: str, model: HookedModel, layers: list[str], params: dict[st
         {
             **params,
             "optimizer": settings.optimizer,
+            "line_search": settings.line_search if settings.optimizer == "lbfgs" else None,
             "iters": settings.iters,
             "lr": settings.step_size,
             "scales": list(settings.scales),
