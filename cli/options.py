@@ -73,7 +73,8 @@ class Run:
         """The closing line: how many images were written where, and how long it took."""
         if self.written:
             pngs = sum(p.suffix == ".png" for p in self.written)
-            self.tell(f"done in {time.perf_counter() - self.started:.1f} s: {pngs} image(s) with .json sidecars in {self.out}")
+            what = f"{pngs} image(s) with .json sidecars" if pngs else ", ".join(p.name for p in self.written)
+            self.tell(f"done in {time.perf_counter() - self.started:.1f} s: {what} in {self.out}")
 
     def load(self, model: str | None = None):
         """The run's network (or ``model`` instead), with its weights, on its device."""

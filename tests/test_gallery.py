@@ -124,6 +124,7 @@ def test_site_only_and_unknown_section(tmp_path):
     result = run_cli("gallery", "--site-only", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "No feature inversion figures yet" in (tmp_path / "index.html").read_text()
+    assert f": index.html in {tmp_path}" in result.stderr.splitlines()[-1]  # not "0 image(s)"
     result = run_cli("gallery", "--sections", "everything", "--out", str(tmp_path))
     assert result.returncode == 2 and result.stderr.startswith("error: unknown section")
 
