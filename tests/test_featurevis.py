@@ -108,7 +108,7 @@ def test_objectives_compose_and_the_sums_gradient_is_the_sum_of_gradients():
     torch.testing.assert_close(_grad(product, acts), _grad(ch, acts) * nr(acts) + ch(acts) * _grad(nr, acts))
     assert float((-ch)(acts).detach()) == pytest.approx(-float(ch(acts).detach()))
     assert sum([ch, nr]).layers == ("a",) and "0.5" in repr(ch + 0.5 * nr)
-    assert float(channel_score("a", 1, items=[0])(acts)) == pytest.approx(float(acts["a"][0, 1].mean()))
+    assert float(channel_score("a", 1, items=[0])(acts).detach()) == pytest.approx(float(acts["a"][0, 1].mean().detach()))
 
 
 def test_diversity_is_minus_the_mean_gram_similarity():
