@@ -11,12 +11,12 @@ not cleared between evaluations, and the image handed out is a copy.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
+from cnnviz.graphs import capture
 from cnnviz.objectives import Objective
 from cnnviz.param import Parameterization
 from cnnviz.transforms import Transform, compose
@@ -43,11 +43,11 @@ def evaluation(
         return terms, loss, image.detach()
 
     if graph and leaves[0].device.type == "cuda" and param.pixels and not transforms:
-        return _graphed(eager, leaves)
+        return _graphed(eager)
     return eager
 
 
-def _graphed(eager: Evaluate, leaves: list[Tensor]) -> Evaluate:
+def _graphed(eager: Evaluate) -> Evaluate:
     """``eager`` captured as a CUDA graph (after ``WARMUP`` eager runs); ``eager`` itself if capture fails."""
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -56,13 +56,10 @@ def _graphed(eager: Evaluate, leaves: list[Tensor]) -> Evaluate:
             eager()
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.empty_cache()  # the warm-up's cached blocks go back to the device for the graph's own pool
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            terms, loss, image = eager()
-    except RuntimeError as error:
-        warnings.warn(f"evaluating without a CUDA graph: capture failed ({str(error).splitlines()[0]})", stacklevel=3)
+    recorded = capture(eager, "evaluating")
+    if recorded is None:
         return eager
+    graph, (terms, loss, image) = recorded
 
     def replay() -> tuple[dict[str, Tensor], Tensor, Tensor]:
         graph.replay()

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import warnings
-
 import torch
 from torch import Tensor
 from torch.optim.lbfgs import _strong_wolfe
+
+from cnnviz.graphs import capture
 
 CURVATURE_MIN = 1e-10
 LINE_SEARCHES = ("strong_wolfe", None)
@@ -92,37 +92,34 @@ class CurvaturePairs:
         return self.direction(g, self.add(taken, g - previous, g))
 
 
-def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``memory.update`` on a CUDA GPU: run eagerly once (which initialises the libraries it calls), then
-    recorded as a CUDA graph and replayed, so that its ~50 small kernels cost one launch; elsewhere, or
-    if the capture fails, ``memory.update`` itself."""
-    if memory.pairs.device.type != "cuda":
-        return memory.update
-    state: dict = {}
+class _Graphed:
+    """``memory.update`` on a CUDA GPU: the first call runs eagerly (which initialises the libraries it
+    calls), the second records it as a CUDA graph, and from then on each call replays it, so that its ~50
+    small kernels cost one launch; eagerly for good if the capture fails."""
 
-    def update(g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
-        if "graph" not in state:
-            if not state:
-                state["warm"] = True
-                return memory.update(g, previous, taken)
-            inputs = [g.clone(), previous.clone(), taken.clone()]
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    output = memory.update(*inputs)
-            except RuntimeError as error:
-                warnings.warn(f"L-BFGS without a CUDA graph: capture failed ({str(error).splitlines()[0]})", stacklevel=2)
-                state["graph"] = None
-                return memory.update(g, previous, taken)
-            state.update(graph=graph, inputs=inputs, output=output)
-        if state["graph"] is None:
-            return memory.update(g, previous, taken)
-        for static, value in zip(state["inputs"], (g, previous, taken)):
+    def __init__(self, memory: CurvaturePairs) -> None:
+        self.memory = memory
+        self.calls = 0
+        self.inputs: list[Tensor] = []
+        self.recorded: tuple[torch.cuda.CUDAGraph, Tensor] | None = None
+
+    def __call__(self, g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
+        self.calls += 1
+        if self.calls == 2:
+            self.inputs = [g.clone(), previous.clone(), taken.clone()]
+            self.recorded = capture(lambda: self.memory.update(*self.inputs), "L-BFGS")
+        if self.recorded is None:
+            return self.memory.update(g, previous, taken)
+        graph, output = self.recorded
+        for static, value in zip(self.inputs, (g, previous, taken)):
             static.copy_(value)
-        state["graph"].replay()
-        return state["output"].clone()
+        graph.replay()
+        return output.clone()
 
-    return update
+
+def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+    """``memory.update``, replayed as a CUDA graph on a CUDA GPU (``_Graphed``)."""
+    return _Graphed(memory) if memory.pairs.device.type == "cuda" else memory.update
 
 
 class LBFGS(torch.optim.Optimizer):
@@ -166,6 +163,15 @@ class LBFGS(torch.optim.Optimizer):
         grad = self._flat(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in self.leaves)
         return (float(loss) if read else loss), grad
 
+    def _direction(self, g: Tensor) -> tuple[Tensor, float | Tensor]:
+        """The search direction at gradient ``g`` and its first trial step: −g and lr·min(1, 1/‖g‖₁) (on
+        the device) before there is any history, then the L-BFGS direction and lr."""
+        lr = self.param_groups[0]["lr"]
+        if self._update is None:
+            self._update = graphed(CurvaturePairs(self.param_groups[0]["history_size"], g.numel(), g))
+            return -g, (1.0 / g.abs().sum().double()).clamp(max=1.0) * lr
+        return self._update(g, *self._last), lr
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> float | Tensor:  # type: ignore[override]
         """Up to ``max_iter`` iterations; ``closure`` clears the gradients, evaluates, back-propagates and
@@ -183,17 +189,13 @@ class LBFGS(torch.optim.Optimizer):
             return self._evaluate(closure)
 
         for _ in range(group["max_iter"]):
-            if self._update is None:
-                self._update = graphed(CurvaturePairs(group["history_size"], g.numel(), g))
-                d, t = -g, min(1.0, 1.0 / float(g.abs().sum())) * group["lr"]
-            else:
-                d, t = self._update(g, *self._last), group["lr"]
+            d, t = self._direction(g)
             gtd = float(g.dot(d))
             if gtd >= 0:
                 break
             self.iterations += 1
             x = self._flat(self.leaves)
-            loss_new, g_new, t, _ = _strong_wolfe(along, x, t, d, loss, g, gtd)
+            loss_new, g_new, t, _ = _strong_wolfe(along, x, float(t), d, loss, g, gtd)
             self._set(x + t * d)
             self._last = (g, t * d)
             loss, g = loss_new, g_new
@@ -203,16 +205,12 @@ class LBFGS(torch.optim.Optimizer):
         return loss
 
     def _fixed_steps(self, closure: Callable[[], Tensor]) -> Tensor:
-        """``max_iter`` iterations of x ← x + t d, t = ``lr`` (the first: ``lr``·min(1, 1/‖g‖₁), as with the
-        line search), one evaluation each, without reading anything back."""
+        """``max_iter`` iterations of x ← x + t d (t from ``_direction``, as with the line search), one
+        evaluation each, without reading anything back."""
         group = self.param_groups[0]
         loss, g = self._point or self._evaluate(closure, read=False)
         for _ in range(group["max_iter"]):
-            if self._update is None:
-                self._update = graphed(CurvaturePairs(group["history_size"], g.numel(), g))
-                d, t = -g, (1.0 / g.abs().sum()).clamp(max=1.0) * group["lr"]
-            else:
-                d, t = self._update(g, *self._last), group["lr"]
+            d, t = self._direction(g)
             self.iterations += 1
             step = t * d
             step = step * (MAX_STEP / step.abs().max().clamp_min(MAX_STEP))  # no value moves more than MAX_STEP

@@ -39,7 +39,7 @@ from cnnviz.lbfgs import LBFGS, LINE_SEARCHES
 from cnnviz.objectives import Objective
 from cnnviz.param import Parameterization, Pixels
 from cnnviz.readout import READ_EVERY, Reading, Readout
-from cnnviz.transforms import Transform, compose
+from cnnviz.transforms import Transform
 
 OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}

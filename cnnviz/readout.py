@@ -55,8 +55,7 @@ class Readout:
         """Every pending evaluation's losses, in order, from one device-to-host transfer."""
         if not self._pending:
             return []
-        pending = [values for _, _, values in self._pending]
-        flat = (pending[0] if len(pending) == 1 else torch.cat(pending)).tolist()
+        flat = torch.cat([values for _, _, values in self._pending]).tolist()
         readings, offset = [], 0
         for fields, names, values in self._pending:
             row = flat[offset:offset + len(values)]
