@@ -1,9 +1,11 @@
 """Quality per second of style transfer: the loss reached after fixed wall-clock budgets by L-BFGS (with
-and without its line search), Adam and coarse-to-fine L-BFGS, each in fp32 and bf16.
+a strong-Wolfe line search, a backtracking one, or none), Adam and coarse-to-fine L-BFGS, each in fp32 and
+bf16.
 
 Every loss reported here is the image's fp32 loss at the final size (a bf16 run's own losses carry bf16's
 rounding), so fp32 and bf16 runs compare on one scale. A run stops when its callback sees the largest
-budget pass; the image at each budget is the last one evaluated within it.
+budget pass; the image at each budget is the lowest-loss one evaluated within it at the scale it had
+reached (a line search's rejected trials are evaluated too, but are not its result).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ CONTENT, STYLE = "astronaut", "starry_night"
 BUDGETS = {"cpu": (20.0, 40.0, 80.0), "cuda": (2.0, 5.0, 10.0)}
 # name: (optimizer, coarse scales, iterations per scale, line search)
 METHODS = {
-    "L-BFGS": ("lbfgs", (), 100_000, "strong_wolfe"),
+    "L-BFGS, strong Wolfe": ("lbfgs", (), 100_000, "strong_wolfe"),
+    "L-BFGS, backtracking": ("lbfgs", (), 100_000, "backtracking"),
     "L-BFGS, no line search": ("lbfgs", (), 100_000, None),
-    "Adam": ("adam", (), 100_000, "strong_wolfe"),
-    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 60, "strong_wolfe"),
+    "Adam": ("adam", (), 100_000, "backtracking"),
+    "coarse-to-fine L-BFGS": ("lbfgs", (256,), 60, "backtracking"),
 }
 
 
@@ -49,17 +52,18 @@ def trace(model: HookedModel, method: str, precision: str, size: int, budgets: t
     """Run the method until the largest budget passes (or its iterations end)."""
     optimizer, scales, iters, line_search = METHODS[method]
     run = Trace(method, precision)
-    previous: Step | None = None
+    best: Step | None = None
 
     def note(step: Step) -> None:
-        nonlocal previous
+        nonlocal best
         for budget in budgets:
             if budget not in run.images and step.seconds > budget:
-                run.images[budget] = previous
+                run.images[budget] = best
         if step.seconds > budgets[-1]:
             raise _Budget
         run.points.append((step.seconds, step.scale, step.loss))
-        previous = step
+        if best is None or step.scale != best.scale or step.loss <= best.loss:
+            best = step
 
     try:
         transfer(model, CONTENT, [STYLE], size=size, callback=note,
@@ -67,7 +71,7 @@ def trace(model: HookedModel, method: str, precision: str, size: int, budgets: t
     except _Budget:
         pass
     for budget in budgets:
-        run.images.setdefault(budget, previous)
+        run.images.setdefault(budget, best)
     return run
 
 
@@ -101,7 +105,7 @@ def run_all(device: str, size: int, budgets: tuple[float, ...], iters: int, out:
         for method, run in traces.items():
             losses = [fp32_loss(evaluate, step.image, shape) if step else None for step in run.images.values()]
             rows.append({"method": method, "precision": precision, "losses": losses, "evaluations": len(run.points)})
-        end_seconds, _, end_loss = traces["L-BFGS"].points[-1]
+        end_seconds, _, end_loss = traces["L-BFGS, backtracking"].points[-1]
         reached = time_to_reach(traces["coarse-to-fine L-BFGS"].points, end_loss, max(shape))
         rows[-1]["c2f_ratio"] = None if reached is None else reached / end_seconds  # the coarse-to-fine row
         output = transfer(model, CONTENT, [STYLE], size=size, settings=Settings(iters=iters))

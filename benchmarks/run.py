@@ -67,27 +67,30 @@ def floors_section(model, sizes: tuple[int, ...]) -> str:
     return table(["VGG-16 to relu5_1, s/evaluation", *VARIANTS], rows)
 
 
+LINE_SEARCH_LABELS = {"default": "", "strong_wolfe": ", strong Wolfe", "backtracking": ", backtracking", None: ", no line search"}
+
+
 def speed_section(model, args, size: int, before: str | None) -> str:
     cases = [(name, optimizer) for name in ANALYZERS for optimizer in ("lbfgs", "adam") if optimizer == "lbfgs" or name == "transfer"]
     gpu = model.device.type == "cuda"
     # On a GPU: more iterations per timed run (an evaluation takes milliseconds), bf16 beside auto (= TF32),
     # and the default transfer evaluated eagerly too, to show what the CUDA graph gains; everywhere the
-    # L-BFGS transfer without a line search (``--line-search none``) too.
+    # L-BFGS transfer with the other line searches too (``--line-search strong-wolfe|none``).
     runs = [("auto", True), ("bf16", True)] if gpu else [("fp32", True), ("auto", True)]
     iterations = {"long": 80, "skip": 10} if gpu else {"long": 13, "skip": 2}
     rows = []
     for name, optimizer in cases:
         base = Case(name, size=size, optimizer=optimizer, device=args.device, threads=args.threads, **iterations)
         old = in_subprocess(Case(**{**base.__dict__, "precision": None}), before) if before else None
-        extra = [("auto", False, "strong_wolfe")] if gpu and name == "transfer" else []
-        extra += [("auto", True, None)] if optimizer == "lbfgs" and name == "transfer" else []
-        for precision, graph, line_search in [(p, g, "strong_wolfe") for p, g in runs] + extra:
+        extra = [("auto", False, "default")] if gpu and name == "transfer" else []
+        extra += [("auto", True, "strong_wolfe"), ("auto", True, None)] if optimizer == "lbfgs" and name == "transfer" else []
+        for precision, graph, line_search in [(p, g, "default") for p, g in runs] + extra:
             result = in_subprocess(Case(**{**base.__dict__, "precision": precision, "graph": graph, "line_search": line_search,
                                            "floor_layer": ANALYZERS[name]}))
             variant = variant_of(result["recorded_precision"])
             floor_s = result["floor_s"]
             rows.append([
-                f"{name} ({optimizer}{'' if line_search else ', no line search'}), {'×'.join(map(str, result['shape']))}"
+                f"{name} ({optimizer}{LINE_SEARCH_LABELS[line_search]}), {'×'.join(map(str, result['shape']))}"
                 f"{'' if graph or not gpu else ', no CUDA graph'}",
                 f"{precision} → {result['recorded_precision']}",
                 seconds(old["s_per_evaluation"]) if old and (precision, graph) == runs[0] else "",

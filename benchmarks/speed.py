@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 @dataclass(frozen=True)
 class Case:
     """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER; ``graph`` False
-    evaluates eagerly on a GPU instead of replaying a CUDA graph; ``line_search`` None runs L-BFGS without
-    one; ``floor_layer``: also time the floor
+    evaluates eagerly on a GPU instead of replaying a CUDA graph; ``line_search`` is L-BFGS's
+    (``strong_wolfe``, ``backtracking`` or None), or ``default`` for the analyzer's own; ``floor_layer``: also time the floor
     to that layer in the same process, right after the runs (this VM's speed drifts between minutes): its
     median, comparable with the analyzer's mean, and its fastest run."""
 
@@ -43,7 +43,7 @@ class Case:
     threads: int | None = None
     graph: bool = True
     floor_layer: str | None = None
-    line_search: str | None = "strong_wolfe"
+    line_search: str | None = "default"
 
 
 def run_analyzer(case: Case, iters: int, callback=None):
@@ -57,7 +57,7 @@ def run_analyzer(case: Case, iters: int, callback=None):
     options = {} if case.precision is None else {"precision": case.precision}
     model = load_model("vgg16", device=case.device, **options)
     newer = {"cuda_graph": False} if not case.graph else {}  # an older checkout's Settings has neither
-    newer |= {"line_search": None} if case.line_search is None else {}
+    newer |= {"line_search": case.line_search} if case.line_search != "default" else {}
     settings = Settings(optimizer=case.optimizer, iters=iters, scales=case.scales, **newer)
     name, _, layer = case.analyzer.partition(":")
     if name == "transfer":

@@ -107,7 +107,7 @@ class Loop:
     lr: float | None
     scales: str
     save_every: int
-    line_search: str = "strong-wolfe"
+    line_search: str = "backtracking"
 
     def finish(self) -> None:
         """Nothing to report: the run reports for the command."""
@@ -120,7 +120,7 @@ class Loop:
         """Checked ``Settings`` for the loop, seeded by the run."""
         from cnnviz.cli.common import parse_ints
 
-        line_search = {"strong-wolfe": "strong_wolfe", "none": None}.get(self.line_search, self.line_search)
+        line_search = {"strong-wolfe": "strong_wolfe", "backtracking": "backtracking", "none": None}.get(self.line_search, self.line_search)
         result = Settings(optimizer=self.optimizer, iters=self.iters, lr=self.lr, line_search=line_search,
                           scales=parse_ints(self.scales, "--scales"), seed=run.seed, **extra)
         result.check()
@@ -178,8 +178,9 @@ def optimizing(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = No
         _option("scales", "", Annotated[str, typer.Option(help="Coarse-to-fine long sides before --size, e.g. '128,256'.")]),
         _option("save_every", 0, Annotated[int, typer.Option(
             help="Also save the latest image every N evaluations (0 = only at the end).")]),
-        _option("line_search", "strong-wolfe", Annotated[str, typer.Option(
-            help="L-BFGS: strong-wolfe, or none (steps of --lr, at most 0.1 per pixel, one evaluation each: "
-                 "nothing waits for a GPU).")]),
+        _option("line_search", "backtracking", Annotated[str, typer.Option(
+            help="L-BFGS: backtracking (Armijo, decided on the device: one evaluation per iteration, nothing waits "
+                 "for a GPU), strong-wolfe (decided on the host after each evaluation), or none (steps of --lr, at "
+                 "most 0.1 per pixel).")]),
     ]
     return lambda fn: _extend(fn, "loop", Loop, params)

@@ -5,16 +5,22 @@ reading each step's coefficient on the host: with 50 pairs that is about 100 dev
 iteration, which on a GPU cost as much as the network's evaluation itself. Here the pairs live in one
 (2m, n) buffer and the direction comes from the compact representation of the inverse Hessian (Byrd,
 Nocedal & Schnabel 1994, Theorem 2.2): two passes over the buffer (as many as the two-loop recursion
-makes) and a few m × m operations, all on the device, and on a GPU replayed as one CUDA graph. A pair with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and
-masked, so that even the curvature test needs no read. The step length comes from torch's strong-Wolfe
-line search, which reads each evaluation's loss (one read per evaluation, which any line search needs).
+makes) and a few m × m operations, all on the device, and on a GPU replayed as one CUDA graph. A pair
+with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and masked, so that even the curvature test
+needs no read. The step length comes from torch's strong-Wolfe line search or from a backtracking one
+made of tensors (below).
 
 Like torch's LBFGS, ``step(closure)`` runs up to ``max_iter`` iterations; unlike it, a later ``step``
 continues from the loss and gradient the previous one ended with instead of evaluating the same point
-again, so chunked runs waste no evaluation. Without a line search (``line_search=None``, torch's
-``line_search_fn=None`` and the Lua optim.lbfgs that neural-style used) every iteration takes the step
-``lr``·d, one evaluation each, and nothing at all is read back: on a GPU the iterations queue up like
-Adam's steps. Any direction from positive-curvature pairs is a descent direction, so no check is lost.
+again, so chunked runs waste no evaluation. The strong-Wolfe search decides on the host after each
+evaluation, so on a GPU every evaluation waits for the one before and for Python in between. With
+``line_search="backtracking"`` every iteration is one trial step and the decision (accept it if the loss
+fell enough, else shrink the step: Armijo backtracking, Nocedal & Wright §3.1; extend an accepted step
+whose slope is still steep) is made by tensors on the device (``_Trial``), so nothing is read back and
+the iterations queue up like Adam's steps. Without a
+line search (``line_search=None``, torch's ``line_search_fn=None`` and the Lua optim.lbfgs that
+neural-style used) every iteration takes the step ``lr``·d, capped, one evaluation each, also without a
+read. Any direction from positive-curvature pairs is a descent direction, so no check is lost.
 """
 
 from __future__ import annotations
@@ -28,8 +34,12 @@ from torch.optim.lbfgs import _strong_wolfe
 from cnnviz.graphs import capture
 
 CURVATURE_MIN = 1e-10
-LINE_SEARCHES = ("strong_wolfe", None)
+LINE_SEARCHES = ("strong_wolfe", "backtracking", None)
 MAX_STEP = 0.1  # without a line search: the largest change of one value per iteration (pixels are in [0, 1])
+ARMIJO = 1e-4  # backtracking accepts a step t when f(x + t d) ≤ f(x) + ARMIJO · t · gᵀd (sufficient decrease)
+SHRINK = (0.1, 0.5)  # a rejected step t becomes the quadratic model's minimiser, kept within these fractions of t
+CURVATURE = 0.9  # an accepted step whose slope is still below CURVATURE × the search's first slope is extended
+EXPAND = 10.0  # ... to EXPAND times its length (the largest extrapolation of torch's strong-Wolfe search)
 
 
 class CurvaturePairs:
@@ -49,15 +59,20 @@ class CurvaturePairs:
         self.orders = (order.unsqueeze(0) + order.unsqueeze(1) + 1) % m  # row k: oldest → newest when k is newest
         self.newest = torch.full((1,), m - 1, device=like.device, dtype=torch.long)
 
-    def add(self, s: Tensor, y: Tensor, g: Tensor | None = None) -> Tensor | None:
+    def add(self, s: Tensor, y: Tensor, g: Tensor | None = None, keep: Tensor | None = None) -> Tensor | None:
         """Store the pair (s, y), or a masked empty slot where its curvature sᵀy is not positive; with
-        ``g``, also return [S; Y] g, from the same pass over the buffer."""
+        ``g``, also return [S; Y] g, from the same pass over the buffer. ``keep`` (a 0-dim 0/1 tensor)
+        decides on the device whether the pair goes in at all: at 0 the newest slot is written again with
+        what it holds, so the memory stays as it was (a rejected trial step) without a read."""
         m = self.m
-        k = (self.newest + 1) % m
-        ys = y.dot(s)
-        accept = (ys > CURVATURE_MIN).to(s.dtype)
-        pair = torch.stack([s * accept, y * accept])  # (2, n)
-        self.pairs.index_copy_(0, torch.cat([k, k + m]), pair)
+        k = (self.newest + (1 if keep is None else keep.long())) % m
+        rows = torch.cat([k, k + m])
+        accept = (y.dot(s) > CURVATURE_MIN).to(s.dtype)
+        pair = torch.stack([s, y]) * accept  # (2, n)
+        if keep is not None:
+            pair = torch.where(keep > 0, pair, self.pairs.index_select(0, rows))
+            accept = torch.where(keep > 0, accept, 1 - self.masked.index_select(0, k).squeeze(0))
+        self.pairs.index_copy_(0, rows, pair)
         columns = pair if g is None else torch.cat([pair, g.unsqueeze(0)])
         products = self.pairs @ columns.T  # (2m, 2 or 3): [S s, S y (, S g); Y s, Y y (, Y g)]
         self.sy.index_copy_(1, k, products[:m, 1:2])
@@ -65,7 +80,8 @@ class CurvaturePairs:
         self.yy.index_copy_(1, k, products[m:, 1:2])
         self.yy.index_copy_(0, k, products[m:, 1:2].T)
         self.masked.index_copy_(0, k, 1 - accept.reshape(1))
-        self.gamma.copy_(torch.where(accept > 0, ys / y.dot(y).clamp_min(CURVATURE_MIN), self.gamma))
+        ys, yy = products[m:, :2].index_select(0, k).squeeze(0)  # y_kᵀ s_k, y_kᵀ y_k of the slot just written
+        self.gamma.copy_(torch.where(accept > 0, ys / yy.clamp_min(CURVATURE_MIN), self.gamma))
         self.newest.copy_(k)
         return None if g is None else products[:, 2]
 
@@ -93,38 +109,40 @@ class CurvaturePairs:
 
 
 class _Graphed:
-    """``memory.update`` on a CUDA GPU: the first call runs eagerly (which initialises the libraries it
-    calls), the second records it as a CUDA graph, and from then on each call replays it, so that its ~50
-    small kernels cost one launch; eagerly for good if the capture fails."""
+    """``fn`` on a CUDA GPU: the first call runs eagerly (which initialises the libraries it calls), the
+    second records it as a CUDA graph, and from then on each call replays it, so that its ~50 small
+    kernels cost one launch; eagerly for good if the capture fails. ``fn`` takes tensors and returns a
+    tensor (handed out as a copy) or None, and keeps any state in tensors it updates in place."""
 
-    def __init__(self, memory: CurvaturePairs) -> None:
-        self.memory = memory
+    def __init__(self, fn: Callable[..., Tensor | None], what: str) -> None:
+        self.fn = fn
+        self.what = what
         self.calls = 0
         self.inputs: list[Tensor] = []
-        self.recorded: tuple[torch.cuda.CUDAGraph, Tensor] | None = None
+        self.recorded: tuple[torch.cuda.CUDAGraph, Tensor | None] | None = None
 
-    def __call__(self, g: Tensor, previous: Tensor, taken: Tensor) -> Tensor:
+    def __call__(self, *args: Tensor) -> Tensor | None:
         self.calls += 1
         if self.calls == 2:
-            self.inputs = [g.clone(), previous.clone(), taken.clone()]
-            self.recorded = capture(lambda: self.memory.update(*self.inputs), "L-BFGS")
+            self.inputs = [a.clone() for a in args]
+            self.recorded = capture(lambda: self.fn(*self.inputs), self.what)
         if self.recorded is None:
-            return self.memory.update(g, previous, taken)
+            return self.fn(*args)
         graph, output = self.recorded
-        for static, value in zip(self.inputs, (g, previous, taken)):
+        for static, value in zip(self.inputs, args):
             static.copy_(value)
         graph.replay()
-        return output.clone()
+        return None if output is None else output.clone()
 
 
-def graphed(memory: CurvaturePairs) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``memory.update``, replayed as a CUDA graph on a CUDA GPU (``_Graphed``)."""
-    return _Graphed(memory) if memory.pairs.device.type == "cuda" else memory.update
+def graphed(fn: Callable[..., Tensor | None], like: Tensor, what: str = "L-BFGS") -> Callable[..., Tensor | None]:
+    """``fn``, replayed as a CUDA graph where ``like`` is on a CUDA GPU (``_Graphed``)."""
+    return _Graphed(fn, what) if like.device.type == "cuda" else fn
 
 
 class LBFGS(torch.optim.Optimizer):
-    """L-BFGS with ``history_size`` curvature pairs and a strong-Wolfe line search, or none (see the
-    module doc).
+    """L-BFGS with ``history_size`` curvature pairs and a strong-Wolfe or backtracking line search, or
+    none (see the module doc).
 
     ``iterations`` counts the iterations since the optimizer was made. With the line search it stops
     before ``max_iter`` when the gradient is exactly zero, the direction is not a descent direction, or
@@ -144,8 +162,10 @@ class LBFGS(torch.optim.Optimizer):
         self.leaves: list[Tensor] = self.param_groups[0]["params"]
         self.iterations = 0
         self._point: tuple[float | Tensor, Tensor] | None = None  # loss and flat gradient at the current parameters
-        self._update: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+        self.memory: CurvaturePairs | None = None
+        self._update: Callable[..., Tensor | None] | None = None
         self._last: tuple[Tensor, Tensor] | None = None  # the previous gradient and the step taken from it
+        self._trial: _Trial | None = None  # the backtracking line search's state
 
     def _flat(self, tensors: Iterable[Tensor]) -> Tensor:
         return torch.cat([t.reshape(-1) for t in tensors])
@@ -168,16 +188,19 @@ class LBFGS(torch.optim.Optimizer):
         the device) before there is any history, then the L-BFGS direction and lr."""
         lr = self.param_groups[0]["lr"]
         if self._update is None:
-            self._update = graphed(CurvaturePairs(self.param_groups[0]["history_size"], g.numel(), g))
+            self.memory = CurvaturePairs(self.param_groups[0]["history_size"], g.numel(), g)
+            self._update = graphed(self.memory.update, g)
             return -g, (1.0 / g.abs().sum().double()).clamp(max=1.0) * lr
         return self._update(g, *self._last), lr
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Tensor]) -> float | Tensor:  # type: ignore[override]
         """Up to ``max_iter`` iterations; ``closure`` clears the gradients, evaluates, back-propagates and
-        returns the loss (returned as a float, or without a line search as a device tensor)."""
+        returns the loss (returned as a float after the strong-Wolfe search, else as a device tensor)."""
         if self.line_search is None:
             return self._fixed_steps(closure)
+        if self.line_search == "backtracking":
+            return self._backtracking(closure)
         group = self.param_groups[0]
         loss, g = self._point or self._evaluate(closure)
         self._point = (loss, g)
@@ -219,3 +242,72 @@ class LBFGS(torch.optim.Optimizer):
             loss, g = self._evaluate(closure, read=False)
             self._point = (loss, g)
         return loss
+
+    def _backtracking(self, closure: Callable[[], Tensor]) -> Tensor:
+        """``max_iter`` trial steps x + t d, one evaluation each, decided on the device (``_Trial``); the
+        parameters end at the last accepted point, whose loss is returned (a device tensor)."""
+        if self._trial is None:
+            loss, g = self._evaluate(closure, read=False)
+            d, t = self._direction(g)
+            self._trial = _Trial(self, loss, g, d, t)
+        trial = self._trial
+        self._set(trial.x + trial.t * trial.d)
+        for _ in range(self.param_groups[0]["max_iter"]):
+            self.iterations += 1
+            trial.advance(*self._evaluate(closure, read=False))
+        self._set(trial.x)
+        return trial.f
+
+
+class _Trial:
+    """L-BFGS with a line search made of tensors, so that no evaluation waits for the host's decision.
+
+    After each trial x + t d, ``advance`` accepts it where it decreases the loss enough (Armijo; a NaN
+    never does) and otherwise keeps x and shrinks t to the minimiser of the quadratic through f(x), gᵀd
+    and f(x + t d). An accepted step along which the slope is still steep (Wolfe's curvature condition
+    fails) is extended: the search goes on from there along the same d with t × ``EXPAND``, as strong
+    Wolfe's extrapolation would (a step of t = lr can be far too short, as at the first iteration or
+    where the loss is concave). The search ends at an accepted step with a flat enough slope, or at the
+    first accepted one after a shrink: its pair (the whole step since the search began, and its gradient
+    change) is stored and the next direction taken with t = lr. Either way ``advance`` writes the next
+    trial point into the parameters. On a CUDA GPU it is replayed as one CUDA graph."""
+
+    def __init__(self, optimizer: LBFGS, loss: Tensor, g: Tensor, d: Tensor, t: Tensor | float) -> None:
+        self.optimizer = optimizer
+        self.lr = optimizer.param_groups[0]["lr"]
+        self.x = optimizer._flat(optimizer.leaves)
+        self.f = loss.to(g.dtype).clone()
+        self.g, self.d = g.clone(), d.clone()
+        self.gtd = g.dot(d)  # the slope along d at x
+        self.t = torch.as_tensor(t, dtype=g.dtype, device=g.device).clone()
+        self.start = (self.x.clone(), g.clone(), self.gtd.clone())  # x, g and the slope where this search began
+        self.shrunk = torch.zeros((), dtype=torch.bool, device=g.device)  # a trial of this search was rejected
+        self.advance = graphed(self._advance, g, "L-BFGS line search")
+
+    def _advance(self, f_new: Tensor, g_new: Tensor) -> None:
+        f, g, t, gtd, d = self.f, self.g, self.t, self.gtd, self.d
+        x0, g0, slope0 = self.start
+        accept = f_new <= f + ARMIJO * t * gtd
+        slope = g_new.dot(d)
+        end = accept & ((slope >= CURVATURE * slope0) | self.shrunk)
+        x = torch.where(accept, self.x + t * d, self.x)
+        g_next = torch.where(accept, g_new, g)
+        memory = self.optimizer.memory
+        new_d = memory.direction(g_next, memory.add(x - x0, g_next - g0, g_next, keep=end.to(g.dtype)))
+        new_slope = g_next.dot(new_d)
+        descent = new_slope < 0  # always, for curvature pairs kept positive; else start again from −g
+        new_d = torch.where(descent, new_d, -g_next)
+        new_slope = torch.where(descent, new_slope, -g_next.dot(g_next))
+        quadratic = -gtd * t * t / (2 * (f_new - f - gtd * t))
+        shrunk = torch.where(quadratic.isfinite(), quadratic.clamp(SHRINK[0] * t, SHRINK[1] * t), SHRINK[0] * t)
+        self.t.copy_(torch.where(end, torch.full_like(t, self.lr), torch.where(accept, t * EXPAND, shrunk)))
+        self.gtd.copy_(torch.where(end, new_slope, torch.where(accept, slope, gtd)))
+        self.d.copy_(torch.where(end, new_d, d))
+        self.x.copy_(x)
+        self.f.copy_(torch.where(accept, f_new, f))
+        self.g.copy_(g_next)
+        x0.copy_(torch.where(end, x, x0))
+        g0.copy_(torch.where(end, g_next, g0))
+        slope0.copy_(torch.where(end, new_slope, slope0))
+        self.shrunk.copy_(~end & (self.shrunk | ~accept))
+        self.optimizer._set(self.x + self.t * self.d)

@@ -105,8 +105,9 @@ Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
 class Settings:
     """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers.
 
-    ``line_search``: L-BFGS's, ``strong_wolfe`` or None (a step of ``lr`` per iteration, one evaluation
-    each, nothing read back: see ``cnnviz.lbfgs``).
+    ``line_search``: L-BFGS's: ``strong_wolfe`` (decided on the host, which reads every loss),
+    ``backtracking`` (decided on the device: one evaluation per iteration, nothing read back) or None (a
+    capped step of ``lr`` per iteration); see ``cnnviz.lbfgs``.
     ``cuda_graph``: on a CUDA device, record each evaluation (forward, loss, backward) once as a CUDA graph
     and replay it (``cnnviz.evaluation``); random transforms and non-pixel parameterizations run eagerly."""
 
@@ -117,7 +118,7 @@ class Settings:
     seed: int = 0
     transforms: Sequence[Transform] = ()
     regularizers: Sequence[Regularizer] = ()
-    line_search: str | None = "strong_wolfe"
+    line_search: str | None = "backtracking"
     cuda_graph: bool = True
 
     def check(self) -> None:
@@ -126,7 +127,7 @@ class Settings:
         if self.iters < 1:
             raise CnnvizError(f"--iters must be at least 1, got {self.iters}")
         if self.line_search not in LINE_SEARCHES:
-            raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: strong-wolfe, none)")
+            raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: strong-wolfe, backtracking, none)")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
         if any(s < 16 for s in self.scales):
@@ -229,19 +230,26 @@ def optimize(
     error = None
     evaluations = 0
     base = 0
-    searching = settings.optimizer == "lbfgs" and settings.line_search is not None  # reads every loss anyway
+    searching = settings.optimizer == "lbfgs" and settings.line_search == "strong_wolfe"  # reads every loss anyway
+    monotone = settings.optimizer == "lbfgs" and settings.line_search == "backtracking"  # rejected trials are not results
+    best = {"loss": math.inf}
     readout = Readout(every=1 if searching else READ_EVERY)
     kept = {"image": latest["image"]}
 
     def report(readings: list[Reading]) -> str | None:
         """Record evaluations read from the device; at a non-finite loss, restore the last finite image and
-        say why the run stops (Adam may have taken a few steps past it before the read)."""
+        say why the run stops (Adam may have taken a few steps past it before the read). Under a
+        backtracking line search the latest image is the lowest-loss one of its scale: trials it rejected
+        are recorded in the history only."""
         for r in readings:
             if not math.isfinite(r.loss):
                 latest["image"] = kept["image"]
                 return f"the loss became {r.loss} at iteration {r.iteration}"
-            kept["image"] = r.image
-            latest.update(image=r.image, losses=r.losses, iteration=r.iteration)
+            if not monotone or r.loss <= best["loss"]:
+                best["loss"] = r.loss
+                kept["image"] = r.image
+                latest.update(image=r.image, losses=r.losses)
+            latest["iteration"] = r.iteration
             history.append({"evaluation": r.evaluation, "iteration": r.iteration, "scale": r.scale, "loss": r.loss, **r.losses})
             if callback:
                 callback(Step(r.evaluation, r.iteration, total_iters, r.scale, r.losses, r.loss, r.seconds, r.image))
@@ -252,6 +260,7 @@ def optimize(
             if scale_index:
                 param = Pixels(resize(latest["image"], size))
             objective = problem(size)
+            best["loss"] = math.inf
             leaves = param.parameters()
             if settings.optimizer == "adam":
                 optimizer = torch.optim.Adam(leaves, lr=settings.step_size)
@@ -296,7 +305,8 @@ def optimize(
                                 pixels.copy_(regularizer(pixels, pixels.grad, zero, done))
                         if settings.optimizer == "adam":
                             param.project()
-                        latest["image"] = param().detach()
+                        if not monotone:
+                            latest["image"] = param().detach()
                     if stop.is_set():
                         raise _Abort
             except _Abort as abort:

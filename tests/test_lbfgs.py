@@ -133,7 +133,7 @@ def test_update_and_direction_read_nothing_back_to_the_host(monkeypatch):
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
-    update = graphed(memory)
+    update = graphed(memory.update, g)
     assert update == memory.update  # on the CPU there is no graph to record
     previous = torch.randn(n, generator=generator, dtype=torch.float64)
     for s, y in _pairs(6, n, generator):
@@ -166,3 +166,119 @@ def test_without_line_search_each_iteration_is_one_capped_evaluation_and_a_quadr
     torch.testing.assert_close(x.detach(), target, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="line_search"):
         LBFGS([x], line_search="armijo")
+
+
+def test_a_pair_kept_out_leaves_the_memory_as_it_was():
+    generator = torch.Generator().manual_seed(5)
+    n = 9
+    pairs = _pairs(4, n, generator)
+    g = torch.randn(n, generator=generator, dtype=torch.float64)
+    memory = CurvaturePairs(3, n, g)
+    for s, y in pairs[:3]:
+        memory.add(s, y, keep=torch.ones((), dtype=torch.float64))
+    before = [t.clone() for t in (memory.pairs, memory.sy, memory.yy, memory.masked, memory.gamma, memory.newest)]
+    memory.add(*pairs[3], keep=torch.zeros((), dtype=torch.float64))
+    for old, new in zip(before, (memory.pairs, memory.sy, memory.yy, memory.masked, memory.gamma, memory.newest)):
+        torch.testing.assert_close(new, old, rtol=0, atol=0)
+    torch.testing.assert_close(memory.direction(g), two_loop(pairs[:3], g), rtol=1e-9, atol=1e-9)
+
+
+def _backtracking_run(objective, x0: torch.Tensor, steps: int, lr: float = 1.0) -> tuple[LBFGS, list, list]:
+    """Run the backtracking L-BFGS for ``steps`` chunks of 5; every evaluated loss, and the loss at the
+    parameters after each chunk."""
+    x = x0.clone().requires_grad_(True)
+    optimizer = LBFGS([x], lr=lr, max_iter=5, history_size=4, line_search="backtracking")
+    evaluated, accepted = [], []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective(x)
+        loss.backward()
+        evaluated.append(float(loss.detach()))
+        return loss
+
+    for _ in range(steps):
+        optimizer.step(closure)
+        accepted.append(float(objective(x.detach())))
+    return optimizer, evaluated, accepted
+
+
+def test_backtracking_takes_one_evaluation_per_iteration_never_rises_and_solves_rosenbrock():
+    start = torch.tensor([-1.2, 1.0, -0.5, 0.8, 1.5, -1.0], dtype=torch.float64)
+    optimizer, evaluated, accepted = _backtracking_run(rosenbrock, start, steps=20)
+    assert optimizer.iterations == 100 and len(evaluated) == 101
+    assert all(later <= earlier for earlier, later in zip(accepted, accepted[1:]))
+    assert any(b > a for a, b in zip(evaluated, evaluated[1:]))  # a rise among evaluations: a rejected trial
+    assert accepted[-1] < 1e-8
+
+
+def test_backtracking_rejects_a_nan_trial_and_shrinks_the_step():
+    def capped(x):  # a quadratic that is NaN beyond x = 5
+        loss = ((x - 3) ** 2).sum()
+        return torch.where((x > 5).any(), torch.full_like(loss, float("nan")), loss)
+
+    _, evaluated, accepted = _backtracking_run(capped, torch.zeros(4, dtype=torch.float64), steps=2, lr=10.0)
+    assert any(v != v for v in evaluated)
+    assert accepted[-1] < 1e-12
+
+
+def test_backtracking_reads_nothing_back_to_the_host(monkeypatch):
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+    x = torch.tensor([-1.2, 1.0, -0.5, 0.8], dtype=torch.float64, requires_grad=True)
+    optimizer = LBFGS([x], max_iter=5, line_search="backtracking")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = rosenbrock(x)
+        loss.backward()
+        return loss
+
+    for _ in range(3):
+        loss = optimizer.step(closure)
+    assert reads == [] and isinstance(loss, torch.Tensor)
+
+
+def test_backtracking_extends_a_step_that_is_far_too_short():
+    def well(x):  # concave far from its minimum at 3: there a step of t = 1 along −g moves about 1e-4
+        return -torch.exp(-((x - 3) ** 2).sum() / 2)
+
+    start = torch.zeros(2, dtype=torch.float64)
+    _, evaluated, accepted = _backtracking_run(well, start, steps=6)
+    assert accepted[-1] == pytest.approx(-1.0, abs=1e-9)
+    x = start.clone().requires_grad_(True)
+    fixed = LBFGS([x], max_iter=30, line_search=None)
+
+    def closure():
+        fixed.zero_grad()
+        loss = well(x)
+        loss.backward()
+        return loss
+
+    fixed.step(closure)
+    assert float(well(x.detach())) > -1e-3  # the same 30 iterations without a search barely leave the start
+
+
+def test_backtracking_replayed_as_a_recorded_graph_takes_the_same_steps(monkeypatch):
+    """With a stand-in for CUDA-graph capture (keep the function, run it at each replay on the recorded
+    input tensors), each call's loss and gradient must reach the replay through those tensors."""
+    import cnnviz.lbfgs as lbfgs
+
+    replays = []
+
+    class Recorded:
+        def __init__(self, fn):
+            self.fn = fn
+
+        def replay(self):
+            replays.append(1)
+            self.fn()
+
+    start = torch.tensor([-1.2, 1.0, -0.5, 0.8, 1.5, -1.0], dtype=torch.float64)
+    _, eager, _ = _backtracking_run(rosenbrock, start, steps=4)
+    monkeypatch.setattr(lbfgs, "capture", lambda fn, what: (Recorded(fn), None))
+    monkeypatch.setattr(lbfgs, "graphed", lambda fn, like, what="": lbfgs._Graphed(fn, what))
+    _, replayed, _ = _backtracking_run(rosenbrock, start, steps=4)
+    assert replayed == eager and len(replays) == 20 - 1  # every call but the first, which runs eagerly

@@ -130,14 +130,18 @@ def test_lbfgs_ends_within_its_budget_when_the_gradient_is_exactly_zero(vgg):
     assert len(output.record.history) <= 20 * 2 and output.record.losses["feature"] == 0
 
 
-def test_lbfgs_minimises_the_clipped_image_and_reports_its_loss(vgg):
-    """The loss of the returned image is the last reported one: the bound is part of the problem."""
+@pytest.mark.parametrize("line_search", ["strong_wolfe", "backtracking", None])
+def test_lbfgs_minimises_the_clipped_image_and_reports_its_loss(vgg, line_search):
+    """The loss of the returned image is the one reported: the bound is part of the problem. Under the
+    backtracking search, whose rejected trials are evaluated too, that is the lowest loss evaluated."""
     reference = torch.rand(1, 3, 32, 32)
     problem = _inversion_problem(vgg, reference)
-    result = optimize(problem, torch.full_like(reference, 0.5), Settings(iters=15))
+    result = optimize(problem, torch.full_like(reference, 0.5), Settings(iters=15, line_search=line_search))
     with torch.no_grad():
         final = float(problem((32, 32))(result.image)["feature"])
     assert final == pytest.approx(result.losses["feature"], rel=1e-4)
+    if line_search == "backtracking":
+        assert result.losses["feature"] == min(h["feature"] for h in result.history)
 
 
 def test_the_global_generator_is_left_alone(vgg):

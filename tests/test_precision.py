@@ -127,8 +127,9 @@ SYNCS = ("item", "tolist", "__float__", "__int__", "__bool__", "cpu", "numpy")
 
 @pytest.mark.parametrize("options", [
     {"optimizer": "adam"}, {"optimizer": "lbfgs", "line_search": None},
+    {"optimizer": "lbfgs", "line_search": "backtracking"},
 ])
-def test_adam_and_lbfgs_without_line_search_read_losses_in_batches(vgg, monkeypatch, options):
+def test_adam_and_lbfgs_without_a_host_line_search_read_losses_in_batches(vgg, monkeypatch, options):
     """Count host reads of tensors made by cnnviz code (torch's own CPU-side step counters aside)."""
     package = str(Path(cnnviz.__file__).parent)
     reads = []

@@ -1,7 +1,7 @@
 """How long a gallery build will take on this machine, from measured evaluations.
 
 Each figure is counted as forward+backward passes of its network up to its deepest layer at its size
-(an L-BFGS iteration costs about ``LBFGS_EVALS`` of them, an Adam step one); one such pass per
+(an L-BFGS iteration or an Adam step costs one of them, a strong-Wolfe iteration about ``LBFGS_EVALS``); one such pass per
 (network, layer, size) is timed here, so the estimate follows this machine's speed and load.
 """
 
@@ -22,8 +22,9 @@ from cnnviz.core.hooked import HookedModel, load_model, with_head
 from cnnviz.core.layers import LOGITS
 from cnnviz.gallery.calls import Call
 
-LBFGS_EVALS = 1.2
-"""Loss evaluations per L-BFGS iteration, line-search trials included (1.1-1.35 in recorded histories)."""
+LBFGS_EVALS = {"strong-wolfe": 1.2}
+"""Loss evaluations per L-BFGS iteration where it is not one, line-search trials included (1.1-1.35 in
+recorded strong-Wolfe histories; the backtracking search and none take one per iteration)."""
 FORWARD_ONLY = 0.35
 """A forward pass without gradients, as a share of a forward+backward pass."""
 TIMINGS = 3
@@ -51,7 +52,9 @@ def _deepest(model: HookedModel, layers: Iterable[str]) -> str:
 
 def _evals(call: Call) -> float:
     iters = call.kwargs.get("iters", 200)
-    return iters * (LBFGS_EVALS if call.kwargs.get("optimizer", "lbfgs") == "lbfgs" else 1)
+    if call.kwargs.get("optimizer", "lbfgs") != "lbfgs":
+        return iters
+    return iters * LBFGS_EVALS.get(call.kwargs.get("line_search", "backtracking"), 1.0)
 
 
 def _invert(call: Call, model: HookedModel) -> list[Work]:
