@@ -279,7 +279,7 @@ def optimize(
                 readout.add(terms, loss, evaluation=evaluations, iteration=iteration, scale=max(size),
                             seconds=time.perf_counter() - start, image=image)
                 if (searching or readout.due) and (failed := report(readout.read())):
-                    raise _Abort(failed)  # a line search reads every loss itself and must never see a NaN
+                    raise _Abort(failed)  # the strong-Wolfe search reads every loss itself and must never see a NaN
                 return loss
 
             done = 0

@@ -21,7 +21,8 @@ def test_invert_writes_png_and_sidecar(tmp_path):
     record = json.loads(png.with_suffix(".json").read_text())
     assert SIDECAR_FIELDS <= set(record)
     assert record["analyzer"] == "invert" and record["layers"] == ["relu2_1"]
-    assert record["interrupted"] is False and record["iterations"] >= 5
+    assert record["interrupted"] is False and record["iterations"] == 5
+    assert record["params"]["line_search"] == "backtracking" and len(record["history"]) == 6  # one evaluation per iteration
     assert record["params"]["tv_weight"] > 0 and 0 < record["params"]["relative_error"] < 1
     assert record["losses"]["feature"] < record["history"][0]["feature"]
 

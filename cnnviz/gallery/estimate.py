@@ -1,8 +1,9 @@
 """How long a gallery build will take on this machine, from measured evaluations.
 
 Each figure is counted as forward+backward passes of its network up to its deepest layer at its size
-(an L-BFGS iteration or an Adam step costs one of them, a strong-Wolfe iteration about ``LBFGS_EVALS``); one such pass per
-(network, layer, size) is timed here, so the estimate follows this machine's speed and load.
+(an L-BFGS iteration or an Adam step costs one of them, a strong-Wolfe iteration about ``LBFGS_EVALS``);
+one such pass per (network, layer, size) is timed here, so the estimate follows this machine's speed and
+load.
 """
 
 from __future__ import annotations
