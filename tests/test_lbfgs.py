@@ -30,13 +30,18 @@ def _pairs(count: int, n: int, generator: torch.Generator) -> list[tuple[torch.T
     return [(s, a @ s) for s in torch.randn(count, n, generator=generator, dtype=torch.float64)]
 
 
-@pytest.mark.parametrize("count", [1, 3, 5, 9])
-def test_compact_direction_equals_the_two_loop_recursion_also_when_the_ring_wraps(count):
-    generator = torch.Generator().manual_seed(count)
-    n, m = 12, 5
+def _memory(seed: int, count: int, n: int, m: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor, CurvaturePairs]:
+    """``count`` pairs, a gradient and an empty memory of ``m`` pairs, all of size ``n``."""
+    generator = torch.Generator().manual_seed(seed)
     pairs = _pairs(count, n, generator)
     g = torch.randn(n, generator=generator, dtype=torch.float64)
-    memory = CurvaturePairs(m, n, g)
+    return pairs, g, CurvaturePairs(m, n, g)
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 9])
+def test_compact_direction_equals_the_two_loop_recursion_also_when_the_ring_wraps(count):
+    m = 5
+    pairs, g, memory = _memory(count, count, n=12, m=m)
     for s, y in pairs:
         memory.add(s, y)
     torch.testing.assert_close(memory.direction(g), two_loop(pairs[-m:], g), rtol=1e-9, atol=1e-9)
@@ -56,11 +61,7 @@ def test_update_adds_the_pair_of_a_step_and_returns_the_new_direction():
 
 
 def test_a_pair_without_positive_curvature_is_masked_not_used():
-    generator = torch.Generator().manual_seed(0)
-    n = 8
-    pairs = _pairs(3, n, generator)
-    g = torch.randn(n, generator=generator, dtype=torch.float64)
-    memory = CurvaturePairs(4, n, g)
+    pairs, g, memory = _memory(0, 3, n=8, m=4)
     for s, y in pairs[:2]:
         memory.add(s, y)
     memory.add(pairs[2][0], -pairs[2][1])  # sᵀy < 0: rejected
@@ -169,11 +170,7 @@ def test_without_line_search_each_iteration_is_one_capped_evaluation_and_a_quadr
 
 
 def test_a_pair_kept_out_leaves_the_memory_as_it_was():
-    generator = torch.Generator().manual_seed(5)
-    n = 9
-    pairs = _pairs(4, n, generator)
-    g = torch.randn(n, generator=generator, dtype=torch.float64)
-    memory = CurvaturePairs(3, n, g)
+    pairs, g, memory = _memory(5, 4, n=9, m=3)
     for s, y in pairs[:3]:
         memory.add(s, y, keep=torch.ones((), dtype=torch.float64))
     before = [t.clone() for t in (memory.pairs, memory.sy, memory.yy, memory.masked, memory.gamma, memory.newest)]
