@@ -146,7 +146,9 @@ class Settings:
 
 @dataclass(frozen=True)
 class Step:
-    """One function evaluation, as reported to the progress callback."""
+    """One function evaluation, as reported to the progress callback: its losses, and the run's result so
+    far as ``image`` (the image evaluated, or under the backtracking search the lowest-loss one of this
+    scale, so that a checkpoint never saves a rejected trial)."""
 
     evaluation: int
     iteration: int
@@ -252,7 +254,7 @@ def optimize(
             latest["iteration"] = r.iteration
             history.append({"evaluation": r.evaluation, "iteration": r.iteration, "scale": r.scale, "loss": r.loss, **r.losses})
             if callback:
-                callback(Step(r.evaluation, r.iteration, total_iters, r.scale, r.losses, r.loss, r.seconds, r.image))
+                callback(Step(r.evaluation, r.iteration, total_iters, r.scale, r.losses, r.loss, r.seconds, latest["image"]))
         return None
 
     with _stop_on_signals(stop):

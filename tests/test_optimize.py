@@ -136,12 +136,19 @@ def test_lbfgs_minimises_the_clipped_image_and_reports_its_loss(vgg, line_search
     backtracking search, whose rejected trials are evaluated too, that is the lowest loss evaluated."""
     reference = torch.rand(1, 3, 32, 32)
     problem = _inversion_problem(vgg, reference)
-    result = optimize(problem, torch.full_like(reference, 0.5), Settings(iters=15, line_search=line_search))
+    steps = []
+    result = optimize(problem, torch.full_like(reference, 0.5), Settings(iters=15, line_search=line_search),
+                      callback=steps.append)
     with torch.no_grad():
         final = float(problem((32, 32))(result.image)["feature"])
     assert final == pytest.approx(result.losses["feature"], rel=1e-4)
     if line_search == "backtracking":
         assert result.losses["feature"] == min(h["feature"] for h in result.history)
+        with torch.no_grad():  # a checkpoint saves the result so far, never a rejected trial
+            shown = [float(problem((32, 32))(step.image)["feature"]) for step in steps]
+        assert all(later <= earlier * (1 + 1e-5) for earlier, later in zip(shown, shown[1:]))
+        evaluated = [h["feature"] for h in result.history]
+        assert any(evaluated[i] > min(evaluated[:i]) for i in range(1, len(evaluated)))  # some trial was rejected
 
 
 def test_the_global_generator_is_left_alone(vgg):
