@@ -17,10 +17,10 @@ evaluation, so on a GPU every evaluation waits for the one before and for Python
 ``line_search="backtracking"`` every iteration is one trial step and the decision (accept it if the loss
 fell enough, else shrink the step: Armijo backtracking, Nocedal & Wright §3.1; extend an accepted step
 whose slope is still steep) is made by tensors on the device (``_Trial``), so nothing is read back and
-the iterations queue up like Adam's steps. Without a
-line search (``line_search=None``, torch's ``line_search_fn=None`` and the Lua optim.lbfgs that
-neural-style used) every iteration takes the step ``lr``·d, capped, one evaluation each, also without a
-read. Any direction from positive-curvature pairs is a descent direction, so no check is lost.
+the iterations queue up like Adam's steps. Without a line search (``line_search=None``, torch's
+``line_search_fn=None`` and the Lua optim.lbfgs that neural-style used) every iteration takes the step
+``lr``·d, capped, one evaluation each, also without a read. Any direction from positive-curvature pairs
+is a descent direction, so no check is lost.
 """
 
 from __future__ import annotations
@@ -144,9 +144,9 @@ class LBFGS(torch.optim.Optimizer):
     """L-BFGS with ``history_size`` curvature pairs and a strong-Wolfe or backtracking line search, or
     none (see the module doc).
 
-    ``iterations`` counts the iterations since the optimizer was made. With the line search it stops
-    before ``max_iter`` when the gradient is exactly zero, the direction is not a descent direction, or
-    the step is zero.
+    ``iterations`` counts the iterations since the optimizer was made (under the backtracking search
+    and without a search, evaluations). With the strong-Wolfe search it stops before ``max_iter`` when
+    the gradient is exactly zero, the direction is not a descent direction, or the step is zero.
     """
 
     def __init__(

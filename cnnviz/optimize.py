@@ -5,11 +5,13 @@ pass). The bound is part of the problem: L-BFGS minimises f(clip(x)), a function
 so its line searches and curvature memory always describe the function being minimised (projecting
 every few iterations instead left curvature pairs of steps the projection undid, and restarting the
 memory after each projection lost more than it saved: both end at higher losses, see the note of
-issue 10). Adam steps are projected after each step. L-BFGS stops early when it makes no progress
-(a zero gradient, say): every run ends within its budget. Each function evaluation is reported to a callback as a ``Step``;
-SIGINT/SIGTERM stop the run and return the latest image marked interrupted; a NaN/inf loss stops it,
-keeping the last finite one. Losses stay on the device and are read in batches (``cnnviz.readout``), so
-the Adam path never waits for the GPU within an evaluation.
+issue 10). Adam steps are projected after each step. Every run ends within its budget: L-BFGS with
+the strong-Wolfe search stops early when it makes no progress (a zero gradient, say); the backtracking
+search, which never reads back, spends its budget. Each function evaluation is reported to a callback as
+a ``Step``; SIGINT/SIGTERM stop the run and return the latest image marked interrupted; a NaN/inf loss
+stops it, keeping the last finite one. Losses stay on the device and are read in batches
+(``cnnviz.readout``), so neither Adam nor L-BFGS with the backtracking search (the default) waits for the
+GPU within an evaluation.
 
 What is optimised is a ``Parameterization`` (cnnviz.param): the pixels themselves (``Pixels``, the
 default when an image is given) or, for feature visualization, a spectrum and colour basis squashed by a
