@@ -37,5 +37,4 @@ python3 benchmarks/hotspots.py cuda 512 lbfgs 2>&1 | tee "$OUT/hotspots.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
 SECTIONS=floors,speed,memory,quality; [ "$MODE" = bench ] && SECTIONS=floors,speed,quality
 python3 benchmarks/run.py --device cuda --before "$PWD/.gpu/before" --sections $SECTIONS --out "$OUT/RESULTS.md" 2>&1 | tee "$OUT/run.log"
-cp benchmarks/quality_bf16_vs_fp32_cuda.jpg "$OUT/" 2>/dev/null
 ls -la "$OUT"

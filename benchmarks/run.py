@@ -133,7 +133,7 @@ def memory_section(args, size: int) -> str:
 
 def quality_section(args, size: int, budgets: tuple[float, ...], iters: int) -> str:
     kind = torch.device(args.device).type
-    picture = HERE / f"quality_bf16_vs_fp32{'' if kind == 'cpu' else '_' + kind}.jpg"
+    picture = args.out.parent / f"quality_bf16_vs_fp32{'' if kind == 'cpu' else '_' + kind}.jpg"
     result = run_all(args.device, size, budgets, iters, picture)
     rows = [[r["method"], r["precision"], r["evaluations"], *r["losses"], _fmt(r.get("c2f_ratio"))] for r in result["rows"]]
     head = ["method", "precision", "evaluations", *(f"fp32 loss after {b:g} s" for b in budgets),
