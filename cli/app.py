@@ -18,7 +18,7 @@ from typer._click.exceptions import ClickException
 
 from cnnviz import __version__
 from cnnviz.cli import ascent, gallery, head, invert, patches, saliency, texture, transfer
-from cnnviz.cli.options import Run, shared
+from cnnviz.cli.options import Run, remove_created, shared
 from cnnviz.errors import CnnvizError
 
 if TYPE_CHECKING:
@@ -186,6 +186,8 @@ def run() -> None:
 
 
 def fail(message: str) -> None:
-    """Print one ``error:`` line (newlines folded) and exit with code 2."""
+    """Print one ``error:`` line (newlines folded), remove the output folders the run created and left
+    empty, and exit with code 2."""
+    remove_created()
     err_console.print(f"error: {' '.join(message.split())}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(2)

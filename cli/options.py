@@ -84,11 +84,16 @@ class Run:
         return load_model(model or self.model, self.weights, self.device, self.seed, self.precision)
 
 
+CREATED: list[Path] = []
+"""Output folders this process created, outermost first (``remove_created`` takes back the empty ones)."""
+
+
 def check_out(out: Path) -> Path:
     """The output folder, created, and proved writable by writing and removing a file in it."""
     if out.exists() and not out.is_dir():
         raise CnnvizError(f"--out must be a folder, but {out} is a file")
     try:
+        CREATED.extend(reversed([folder for folder in (out, *out.parents) if not folder.exists()]))
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".cnnviz-write-test-", dir=out)
         os.close(fd)
@@ -96,6 +101,17 @@ def check_out(out: Path) -> Path:
     except OSError as err:
         raise CnnvizError(f"cannot write to the output folder {out}: {err.strerror or err}") from None
     return out
+
+
+def remove_created() -> None:
+    """Remove the output folders this process created that are still empty (after a user error, so that
+    a bad option leaves nothing behind); a folder with anything in it stays."""
+    for folder in reversed(CREATED):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    CREATED.clear()
 
 
 @dataclass(frozen=True)

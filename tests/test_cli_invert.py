@@ -37,6 +37,7 @@ def test_lbfgs_without_line_search_takes_one_evaluation_per_iteration_and_a_bad_
     bad = run_cli("invert", "--line-search", "armijo", "--size", "32", "--iters", "1", "--out", str(tmp_path / "bad"))
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "--line-search 'armijo'" in lines[0]
+    assert not (tmp_path / "bad").exists()  # the folder it made for its outputs is taken back
 
 
 def test_invert_layers_writes_one_grid_cell_per_layer(tmp_path):
