@@ -140,6 +140,19 @@ def graphed(fn: Callable[..., Tensor | None], like: Tensor, what: str = "L-BFGS"
     return _Graphed(fn, what) if like.device.type == "cuda" else fn
 
 
+def _flat(tensors: Iterable[Tensor]) -> Tensor:
+    """The tensors as one new flat vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _assign(leaves: list[Tensor], flat: Tensor) -> None:
+    """Copy the flat vector into the leaves, in place."""
+    offset = 0
+    for leaf in leaves:
+        leaf.copy_(flat[offset:offset + leaf.numel()].view_as(leaf))
+        offset += leaf.numel()
+
+
 class LBFGS(torch.optim.Optimizer):
     """L-BFGS with ``history_size`` curvature pairs and a strong-Wolfe or backtracking line search, or
     none (see the module doc).
@@ -166,21 +179,16 @@ class LBFGS(torch.optim.Optimizer):
         self._update: Callable[..., Tensor | None] | None = None
         self._last: tuple[Tensor, Tensor] | None = None  # the previous gradient and the step taken from it
         self._trial: _Trial | None = None  # the backtracking line search's state
-
-    def _flat(self, tensors: Iterable[Tensor]) -> Tensor:
-        return torch.cat([t.reshape(-1) for t in tensors])
+        self._advance: Callable[..., Tensor | None] | None = None  # its ``advance``, a CUDA graph on a GPU
 
     def _set(self, flat: Tensor) -> None:
-        offset = 0
-        for leaf in self.leaves:
-            leaf.copy_(flat[offset:offset + leaf.numel()].view_as(leaf))
-            offset += leaf.numel()
+        _assign(self.leaves, flat)
 
     def _evaluate(self, closure: Callable[[], Tensor], read: bool = True) -> tuple[float | Tensor, Tensor]:
         """The loss (read to the host, or left on the device) and the flat gradient after ``closure``."""
         with torch.enable_grad():
             loss = closure().detach()
-        grad = self._flat(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in self.leaves)
+        grad = _flat(leaf.grad if leaf.grad is not None else torch.zeros_like(leaf) for leaf in self.leaves)
         return (float(loss) if read else loss), grad
 
     def _direction(self, g: Tensor) -> tuple[Tensor, float | Tensor]:
@@ -217,7 +225,7 @@ class LBFGS(torch.optim.Optimizer):
             if gtd >= 0:
                 break
             self.iterations += 1
-            x = self._flat(self.leaves)
+            x = _flat(self.leaves)
             loss_new, g_new, t, _ = _strong_wolfe(along, x, float(t), d, loss, g, gtd)
             self._set(x + t * d)
             self._last = (g, t * d)
@@ -237,7 +245,7 @@ class LBFGS(torch.optim.Optimizer):
             self.iterations += 1
             step = t * d
             step = step * (MAX_STEP / step.abs().max().clamp_min(MAX_STEP))  # no value moves more than MAX_STEP
-            self._set(self._flat(self.leaves) + step)
+            self._set(_flat(self.leaves) + step)
             self._last = (g, step)
             loss, g = self._evaluate(closure, read=False)
             self._point = (loss, g)
@@ -249,14 +257,15 @@ class LBFGS(torch.optim.Optimizer):
         if self._trial is None:
             loss, g = self._evaluate(closure, read=False)
             d, t = self._direction(g)
-            self._trial = _Trial(self, loss, g, d, t)
+            self._trial = _Trial(self.memory, self.leaves, self.param_groups[0]["lr"], loss, g, d, t)
+            self._advance = graphed(self._trial.advance, g, "L-BFGS line search")
         trial = self._trial
         self._set(trial.x + trial.t * trial.d)
         for _ in range(self.param_groups[0]["max_iter"]):
             self.iterations += 1
-            trial.advance(*self._evaluate(closure, read=False))
+            self._advance(*self._evaluate(closure, read=False))
         self._set(trial.x)
-        return trial.f
+        return trial.f.clone()  # trial.f itself is overwritten by the next advance
 
 
 class _Trial:
@@ -272,27 +281,28 @@ class _Trial:
     change) is stored and the next direction taken with t = lr. Either way ``advance`` writes the next
     trial point into the parameters. On a CUDA GPU it is replayed as one CUDA graph."""
 
-    def __init__(self, optimizer: LBFGS, loss: Tensor, g: Tensor, d: Tensor, t: Tensor | float) -> None:
-        self.optimizer = optimizer
-        self.lr = optimizer.param_groups[0]["lr"]
-        self.x = optimizer._flat(optimizer.leaves)
+    def __init__(self, memory: CurvaturePairs, leaves: list[Tensor], lr: float, loss: Tensor, g: Tensor, d: Tensor,
+                 t: Tensor | float) -> None:
+        self.memory, self.leaves, self.lr = memory, leaves, lr
+        self.x = _flat(leaves)
         self.f = loss.to(g.dtype).clone()
         self.g, self.d = g.clone(), d.clone()
         self.gtd = g.dot(d)  # the slope along d at x
         self.t = torch.as_tensor(t, dtype=g.dtype, device=g.device).clone()
         self.start = (self.x.clone(), g.clone(), self.gtd.clone())  # x, g and the slope where this search began
         self.shrunk = torch.zeros((), dtype=torch.bool, device=g.device)  # a trial of this search was rejected
-        self.advance = graphed(self._advance, g, "L-BFGS line search")
 
-    def _advance(self, f_new: Tensor, g_new: Tensor) -> None:
+    def advance(self, f_new: Tensor, g_new: Tensor) -> None:
+        """Decide on the trial x + t d, whose loss and gradient are ``f_new`` and ``g_new``, and write the
+        next trial into the parameters."""
         f, g, t, gtd, d = self.f, self.g, self.t, self.gtd, self.d
         x0, g0, slope0 = self.start
-        accept = f_new <= f + ARMIJO * t * gtd
+        accept = (f_new <= f + ARMIJO * t * gtd) & g_new.isfinite().all()  # a NaN loss or gradient never passes
         slope = g_new.dot(d)
         end = accept & ((slope >= CURVATURE * slope0) | self.shrunk)
         x = torch.where(accept, self.x + t * d, self.x)
         g_next = torch.where(accept, g_new, g)
-        memory = self.optimizer.memory
+        memory = self.memory
         new_d = memory.direction(g_next, memory.add(x - x0, g_next - g0, g_next, keep=end.to(g.dtype)))
         new_slope = g_next.dot(new_d)
         descent = new_slope < 0  # always, for curvature pairs kept positive; else start again from −g
@@ -310,4 +320,4 @@ class _Trial:
         g0.copy_(torch.where(end, g_next, g0))
         slope0.copy_(torch.where(end, new_slope, slope0))
         self.shrunk.copy_(~end & (self.shrunk | ~accept))
-        self.optimizer._set(self.x + self.t * self.d)
+        _assign(self.leaves, self.x + self.t * self.d)

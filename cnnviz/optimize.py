@@ -47,6 +47,7 @@ OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 LBFGS_CHUNK = 10
 HISTORY = 50  # L-BFGS curvature pairs (core.memory counts them)
+NONFINITE_LIMIT = 10  # the backtracking search's non-finite trials in a row that stop a run (its step has shrunk 10¹⁰×)
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ class Settings:
 @dataclass(frozen=True)
 class Step:
     """One function evaluation, as reported to the progress callback: its losses, and the run's result so
-    far as ``image`` (the image evaluated, or under the backtracking search the lowest-loss one of this
-    scale, so that a checkpoint never saves a rejected trial)."""
+    far as ``image`` (the image evaluated, or under the backtracking search the lowest-loss one evaluated
+    at this scale, so that a checkpoint does not save a trial the search rejected for a higher loss)."""
 
     evaluation: int
     iteration: int
@@ -237,6 +238,7 @@ def optimize(
     searching = settings.optimizer == "lbfgs" and settings.line_search == "strong_wolfe"  # reads every loss anyway
     monotone = settings.optimizer == "lbfgs" and settings.line_search == "backtracking"  # rejected trials are not results
     best = {"loss": math.inf}
+    nonfinite = 0  # non-finite readings in a row
     readout = Readout(every=1 if searching else READ_EVERY)
     kept = {"image": latest["image"]}
 
@@ -244,11 +246,17 @@ def optimize(
         """Record evaluations read from the device; at a non-finite loss, restore the last finite image and
         say why the run stops (Adam may have taken a few steps past it before the read). Under a
         backtracking line search the latest image is the lowest-loss one of its scale: trials it rejected
-        are recorded in the history only."""
+        are recorded in the history only, non-finite ones not at all, and only ``NONFINITE_LIMIT`` of them
+        in a row stop the run."""
+        nonlocal nonfinite
         for r in readings:
             if not math.isfinite(r.loss):
+                nonfinite += 1
+                if monotone and nonfinite < NONFINITE_LIMIT:
+                    continue  # the search has rejected it and shrunk its step
                 latest["image"] = kept["image"]
                 return f"the loss became {r.loss} at iteration {r.iteration}"
+            nonfinite = 0
             if not monotone or r.loss <= best["loss"]:
                 best["loss"] = r.loss
                 kept["image"] = r.image

@@ -219,13 +219,10 @@ def test_backtracking_rejects_a_nan_trial_and_shrinks_the_step():
     assert accepted[-1] < 1e-12
 
 
-def test_backtracking_reads_nothing_back_to_the_host(monkeypatch):
-    reads = []
-    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
-        original = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+def _backtracking_on_rosenbrock(max_iter: int):
+    """A backtracking L-BFGS on Rosenbrock's function and its closure."""
     x = torch.tensor([-1.2, 1.0, -0.5, 0.8], dtype=torch.float64, requires_grad=True)
-    optimizer = LBFGS([x], max_iter=5, line_search="backtracking")
+    optimizer = LBFGS([x], max_iter=max_iter, line_search="backtracking")
 
     def closure():
         optimizer.zero_grad()
@@ -233,9 +230,19 @@ def test_backtracking_reads_nothing_back_to_the_host(monkeypatch):
         loss.backward()
         return loss
 
-    for _ in range(3):
-        loss = optimizer.step(closure)
-    assert reads == [] and isinstance(loss, torch.Tensor)
+    return optimizer, closure
+
+
+def test_backtracking_reads_nothing_back_to_the_host(monkeypatch):
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (reads.append(_n), _o(self, *a, **k))[1])
+    optimizer, closure = _backtracking_on_rosenbrock(max_iter=5)
+    returned = [optimizer.step(closure) for _ in range(3)]
+    assert reads == [] and all(isinstance(loss, torch.Tensor) for loss in returned)
+    monkeypatch.undo()
+    assert returned[0] > returned[1] > returned[2]  # each step's own loss, not one tensor updated in place
 
 
 def test_backtracking_extends_a_step_that_is_far_too_short():
@@ -279,3 +286,20 @@ def test_backtracking_replayed_as_a_recorded_graph_takes_the_same_steps(monkeypa
     monkeypatch.setattr(lbfgs, "graphed", lambda fn, like, what="": lbfgs._Graphed(fn, what))
     _, replayed, _ = _backtracking_run(rosenbrock, start, steps=4)
     assert replayed == eager and len(replays) == 20 - 1  # every call but the first, which runs eagerly
+
+
+def test_a_finished_backtracking_optimizer_is_freed_at_once():
+    """No reference cycle keeps an optimizer (and its history of 2m image-sized vectors) alive until the
+    cycle collector runs: coarse-to-fine makes one per scale."""
+    import gc
+    import weakref
+
+    optimizer, closure = _backtracking_on_rosenbrock(max_iter=3)
+    gc.disable()
+    try:
+        optimizer.step(closure)
+        freed = weakref.ref(optimizer)
+        del optimizer, closure
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -48,6 +48,29 @@ def test_tv_beta_matches_hand_computation():
     assert math.isclose(float(tv_loss(x, 1.0)), float(squares.sqrt().mean()), rel_tol=1e-3)
 
 
+def test_backtracking_steps_back_from_a_nan_trial_and_stops_only_when_the_loss_stays_nan(vgg):
+    def problem(shape):
+        def bounded(acts, x):  # the loss of pulling the image to 0.2, NaN where the image leaves [0.25, 1]
+            loss = (x - 0.2).pow(2).mean()
+            return torch.where(x.min() < 0.25, torch.full_like(loss, float("nan")), loss)
+
+        return Objective(vgg, [Term("bounded", 1.0, (), bounded)])
+
+    init = torch.full((1, 3, 16, 16), 0.9)
+    result = optimize(problem, init, Settings(iters=30))
+    losses = [h["loss"] for h in result.history]
+    assert result.error is None and len(losses) < 31  # some trials were NaN, left out of the history
+    assert all(math.isfinite(v) for v in losses) and result.losses["bounded"] < 0.1 * losses[0]
+    assert result.image.min() >= 0.25
+
+    def always(shape):
+        return Objective(vgg, [Term("nan", 1.0, (), lambda acts, x: x.mean() * float("nan"))])
+
+    result = optimize(always, init, Settings(iters=30))
+    assert result.error and "nan" in result.error and result.history == []
+    assert torch.equal(result.image, init)
+
+
 def test_nan_loss_stops_with_an_error_and_keeps_the_last_finite_image(vgg):
     calls = {"n": 0}
 

@@ -24,7 +24,9 @@ from cnnviz.readout import READ_EVERY
 
 PROBE = 64
 BACKWARD_FACTOR = 2.0
-IMAGE_COPIES = {"lbfgs": 2 * 50 + 8, "adam": 8 + READ_EVERY, None: 4}
+IMAGE_COPIES = {"lbfgs": 2 * 50 + 8 + 11 + READ_EVERY, "adam": 8 + READ_EVERY, None: 4}
+"""Image-sized fp32 tensors an optimizer keeps: L-BFGS its 50 curvature pairs, 8 working copies, the
+backtracking search's 5 state vectors and ~6 temporaries, and the images of the readings not yet read."""
 
 
 def values_per_pixel(model: HookedModel, layers: Sequence[str], probe: tuple[int, int] = (PROBE, PROBE)) -> float:
