@@ -28,9 +28,9 @@ HERE = Path(__file__).resolve().parent
 class Case:
     """One analyzer run to time: ``analyzer`` is transfer, texture or invert:LAYER; ``graph`` False
     evaluates eagerly on a GPU instead of replaying a CUDA graph; ``line_search`` is L-BFGS's
-    (``strong_wolfe``, ``backtracking`` or None), or ``default`` for the analyzer's own; ``floor_layer``: also time the floor
-    to that layer in the same process, right after the runs (this VM's speed drifts between minutes): its
-    median, comparable with the analyzer's mean, and its fastest run."""
+    (``strong_wolfe``, ``backtracking`` or None), or ``default`` for the analyzer's own; ``floor_layer``:
+    also time the floor to that layer in the same process, right after the runs (this VM's speed drifts
+    between minutes): its median, comparable with the analyzer's mean, and its fastest run."""
 
     analyzer: str
     size: int = 512

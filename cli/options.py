@@ -19,7 +19,7 @@ from rich.console import Console
 
 from cnnviz.core.device import check_precision, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
-from cnnviz.optimize import Settings
+from cnnviz.optimize import LINE_SEARCH_NAMES, Settings
 
 Size = Annotated[int, typer.Option("--size", "-s", min=16, help="Long side of the output, in pixels (at least 16).")]
 
@@ -136,7 +136,7 @@ class Loop:
         """Checked ``Settings`` for the loop, seeded by the run."""
         from cnnviz.cli.common import parse_ints
 
-        line_search = {"strong-wolfe": "strong_wolfe", "backtracking": "backtracking", "none": None}.get(self.line_search, self.line_search)
+        line_search = LINE_SEARCH_NAMES.get(self.line_search, self.line_search)
         result = Settings(optimizer=self.optimizer, iters=self.iters, lr=self.lr, line_search=line_search,
                           scales=parse_ints(self.scales, "--scales"), seed=run.seed, **extra)
         result.check()

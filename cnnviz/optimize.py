@@ -47,6 +47,8 @@ OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
 LBFGS_CHUNK = 10
 HISTORY = 50  # L-BFGS curvature pairs (core.memory counts them)
+LINE_SEARCH_NAMES = {"none" if search is None else search.replace("_", "-"): search for search in LINE_SEARCHES}
+"""``--line-search`` values and the ``Settings.line_search`` each stands for."""
 NONFINITE_LIMIT = 10  # the backtracking search's non-finite trials in a row that stop a run (its step has shrunk 10¹⁰×)
 
 
@@ -130,7 +132,7 @@ class Settings:
         if self.iters < 1:
             raise CnnvizError(f"--iters must be at least 1, got {self.iters}")
         if self.line_search not in LINE_SEARCHES:
-            raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: strong-wolfe, backtracking, none)")
+            raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: {', '.join(LINE_SEARCH_NAMES)})")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
         if any(s < 16 for s in self.scales):
