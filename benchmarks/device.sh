@@ -3,8 +3,8 @@
 #   bash benchmarks/device.sh [all|bench]
 # Installs cnnviz without its dependencies (the machine has torch; captum and the EfficientNet weights
 # travel as wheels in .whl/), runs every CLI command with --device cuda, checks CUDA-graph replay against
-# eager evaluation, profiles a 512 px transfer, then runs the benchmark on the GPU with the pre-issue-14
-# checkout in .gpu/before (``bench``: without the CLI runs and the memory section).
+# eager evaluation, runs the benchmark on the GPU with the pre-issue-14 checkout in .gpu/before (``bench``:
+# without the CLI runs and the memory section), then profiles a 512 px transfer.
 # Everything it writes goes to $OUT (default: ./device-out). Prepare here first (both folders are ignored),
 # then run it with carry [".whl", ".gpu"]:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -33,8 +33,8 @@ wait
 (cd "$OUT" && tar -czf cli.tgz cli && rm -rf cli)
 fi
 python3 benchmarks/cuda_check.py 2>&1 | tee "$OUT/cuda_check.log"
-python3 benchmarks/hotspots.py cuda 512 lbfgs 2>&1 | tee "$OUT/hotspots.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
 SECTIONS=floors,speed,memory,quality; [ "$MODE" = bench ] && SECTIONS=floors,speed,quality
 python3 benchmarks/run.py --device cuda --before "$PWD/.gpu/before" --sections $SECTIONS --out "$OUT/RESULTS.md" 2>&1 | tee "$OUT/run.log"
+timeout 120 python3 benchmarks/hotspots.py cuda 512 lbfgs 2>&1 | tee "$OUT/hotspots.log"
 ls -la "$OUT"
