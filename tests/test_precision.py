@@ -84,6 +84,15 @@ def test_auto_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, fla
     assert model.optimizing().compute_precision == ("fp32" if expected is None else "bf16")
 
 
+@pytest.mark.parametrize("capability, expected", [((7, 5), None), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_auto_on_cuda_is_bf16_only_with_bf16_tensor_cores(monkeypatch, capability, expected):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"amx_bf16"}))  # the CPU's flags do not decide
+    gpu = torch.device("cuda")
+    assert device.autocast_dtype("auto", gpu) is expected
+    assert device.autocast_dtype("fp32", gpu) is None and device.autocast_dtype("fp16", gpu) is torch.float16
+
+
 def test_fp16_needs_cuda_and_unknown_precisions_are_refused():
     with pytest.raises(CnnvizError, match="fp16 needs a CUDA GPU"):
         device.autocast_dtype("fp16", torch.device("cpu"))

@@ -97,13 +97,20 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise CnnvizError(f"--precision fp16 needs a CUDA GPU, not {device.type} (use bf16 or fp32)")
 
 
+def bf16_tensor_cores(device: torch.device) -> bool:
+    """Whether the CUDA GPU ``device`` has bf16 tensor cores (compute capability 8.0, Ampere, or later)."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the network's forward is autocast to for ``precision`` on ``device`` (None: plain fp32).
 
-    ``auto`` is bf16 on a CPU with native BF16 (about twice as fast as fp32 there) and fp32 elsewhere:
-    on CUDA, convolutions already use TF32, which the measured GPU ran as fast as bf16 (benchmarks/RESULTS.md).
+    ``auto`` is bf16 where the hardware computes it natively, and fp32 elsewhere: on a CPU with AMX or
+    AVX512-BF16 (about twice as fast as fp32 there) and on a GPU with bf16 tensor cores (on the measured
+    H200, a 512 px transfer evaluates in 2.5 ms against TF32's 3.3 ms; benchmarks/RESULTS.md).
     """
     check_precision(precision, device)
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+        native = native_bf16() if device.type == "cpu" else device.type == "cuda" and bf16_tensor_cores(device)
+        return torch.bfloat16 if native else None
     return _DTYPES[precision]

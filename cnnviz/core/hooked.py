@@ -55,8 +55,8 @@ class HookedModel:
         self._modules = dict(self.net.named_modules())
 
     def optimizing(self) -> HookedModel:
-        """This model (sharing its network) with ``auto`` resolved for optimization: bf16 on a CPU with
-        native BF16, fp32 elsewhere (``core.device.autocast_dtype``)."""
+        """This model (sharing its network) with ``auto`` resolved for optimization: bf16 where the CPU
+        or GPU computes it natively, fp32 elsewhere (``core.device.autocast_dtype``)."""
         fast = copy.copy(self)
         fast.autocast = autocast_dtype(self.precision, self.device)
         return fast
