@@ -28,7 +28,8 @@ _MODEL = typer.Option("--model", "-m", help="Network: vgg16 (bundled), efficient
 _WEIGHTS = typer.Option("--weights", "-w", help="bundled | imagenet (torch hub cache; downloads only when asked) | random | FILE.")
 _DEVICE = typer.Option(help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N, mps.")
 _PRECISION = typer.Option(help="The network's compute precision: auto (bf16 for invert, texture and transfer on CPUs with "
-                          "native BF16 and on GPUs with bf16 tensor cores, else fp32), fp32, bf16, fp16 (CUDA only). Images and losses stay fp32.")
+                          "native BF16 and on GPUs with bf16 tensor cores, else fp32), fp32, bf16, fp16 (CUDA only). "
+                          "Images and losses stay fp32.")
 _THREADS = typer.Option(help="CPU threads for torch (default: all cores).")
 _OUT = typer.Option("--out", "-o", help="Output folder.")
 _SEED = typer.Option(help="Random seed (noise start, jitter, random weights).")
