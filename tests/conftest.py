@@ -33,8 +33,9 @@ def run_cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedP
 
 @pytest.fixture(scope="session")
 def quick_gallery(tmp_path_factory):
-    """``cnnviz gallery --quick`` built once per session (about a minute): its folder and the CLI's result.
+    """``cnnviz gallery --quick --iters 5`` built once per session (about a minute): its folder and the CLI's
+    result. Five iterations, not the preset's: the tests check the gallery's workings, not its pictures.
     One thread: on a shared 2-core machine, two threads per process fight the others and are far slower."""
     folder = tmp_path_factory.mktemp("quick-gallery")
-    result = run_cli("gallery", "--quick", "--threads", "1", "--out", str(folder))
+    result = run_cli("gallery", "--quick", "--iters", "5", "--threads", "1", "--out", str(folder))
     return folder, result
