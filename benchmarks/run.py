@@ -67,7 +67,7 @@ def floors_section(model, sizes: tuple[int, ...]) -> str:
     return table(["VGG-16 to relu5_1, s/evaluation", *VARIANTS], rows)
 
 
-LINE_SEARCH_LABELS = {"default": "", "strong_wolfe": ", strong Wolfe", "backtracking": ", backtracking", None: ", no line search"}
+LINE_SEARCH_LABELS = {"default": "", "strong_wolfe": ", strong Wolfe", None: ", no line search"}
 
 
 def speed_section(model, args, size: int, before: str | None) -> str:
@@ -76,7 +76,7 @@ def speed_section(model, args, size: int, before: str | None) -> str:
     # fp32 (TF32 on a GPU) beside auto; on a GPU more iterations per timed run (an evaluation takes
     # milliseconds) and the default transfer evaluated eagerly too, to show what the CUDA graph gains;
     # everywhere the L-BFGS transfer with the other line searches too (``--line-search strong-wolfe|none``).
-    runs = [("fp32", True), ("auto", True)]
+    precisions = ("fp32", "auto")  # the first also times the before checkout
     iterations = {"long": 80, "skip": 10} if gpu else {"long": 13, "skip": 2}
     rows = []
     for name, optimizer in cases:
@@ -84,7 +84,7 @@ def speed_section(model, args, size: int, before: str | None) -> str:
         old = in_subprocess(Case(**{**base.__dict__, "precision": None}), before) if before else None
         extra = [("auto", False, "default")] if gpu and name == "transfer" else []
         extra += [("auto", True, "strong_wolfe"), ("auto", True, None)] if optimizer == "lbfgs" and name == "transfer" else []
-        for precision, graph, line_search in [(p, g, "default") for p, g in runs] + extra:
+        for precision, graph, line_search in [(p, True, "default") for p in precisions] + extra:
             result = in_subprocess(Case(**{**base.__dict__, "precision": precision, "graph": graph, "line_search": line_search,
                                            "floor_layer": ANALYZERS[name]}))
             variant = variant_of(result["recorded_precision"])
@@ -93,7 +93,7 @@ def speed_section(model, args, size: int, before: str | None) -> str:
                 f"{name} ({optimizer}{LINE_SEARCH_LABELS[line_search]}), {'×'.join(map(str, result['shape']))}"
                 f"{'' if graph or not gpu else ', no CUDA graph'}",
                 f"{precision} → {result['recorded_precision']}",
-                seconds(old["s_per_evaluation"]) if old and (precision, graph) == runs[0] else "",
+                seconds(old["s_per_evaluation"]) if old and (precision, graph, line_search) == (precisions[0], True, "default") else "",
                 seconds(result["s_per_evaluation"]),
                 f"{variant} to {ANALYZERS[name]}: {seconds(floor_s)} (fastest {seconds(result['fastest_floor_s'])})",
                 f"{result['s_per_evaluation'] / floor_s:.2f}× ({result['s_per_evaluation'] / result['fastest_floor_s']:.2f}×)",

@@ -21,6 +21,9 @@ from cnnviz.core.device import check_precision, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
 from cnnviz.optimize import LINE_SEARCH_NAMES, Settings
 
+LINE_SEARCH = next(name for name, search in LINE_SEARCH_NAMES.items() if search == Settings.line_search)
+"""``--line-search``'s default: ``Settings``' own, by its option name."""
+
 Size = Annotated[int, typer.Option("--size", "-s", min=16, help="Long side of the output, in pixels (at least 16).")]
 
 _MODEL = typer.Option("--model", "-m", help="Network: vgg16 (bundled), efficientnet_lite0 (bundled, 1000 ImageNet classes), "
@@ -124,7 +127,7 @@ class Loop:
     lr: float | None
     scales: str
     save_every: int
-    line_search: str = "backtracking"
+    line_search: str
 
     def finish(self) -> None:
         """Nothing to report: the run reports for the command."""
@@ -195,7 +198,7 @@ def optimizing(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = No
         _option("scales", "", Annotated[str, typer.Option(help="Coarse-to-fine long sides before --size, e.g. '128,256'.")]),
         _option("save_every", 0, Annotated[int, typer.Option(
             help="Also save the latest image every N evaluations (0 = only at the end).")]),
-        _option("line_search", "backtracking", Annotated[str, typer.Option(
+        _option("line_search", LINE_SEARCH, Annotated[str, typer.Option(
             help="L-BFGS: backtracking (Armijo, decided on the device: one evaluation per iteration, nothing waits "
                  "for a GPU), strong-wolfe (decided on the host after each evaluation), or none (steps of --lr, at "
                  "most 0.1 per pixel).")]),

@@ -18,6 +18,7 @@ from cnnviz.analyzers.ascent import PARAM_ROWS, ROWS
 from cnnviz.analyzers.saliency import IG_STEPS, METHODS, SMOOTHGRAD_SAMPLES
 from cnnviz.analyzers.style import PAPER_TEXTURE_SETS, STYLE_LAYERS
 from cnnviz.analyzers.transfer import CONTENT_LAYERS
+from cnnviz.cli.options import LINE_SEARCH
 from cnnviz.cli.transfer import BETAS, STYLE_SIZE_FACTORS, SWEEP_CONTENT_LAYERS
 from cnnviz.core.hooked import HookedModel, load_model, with_head
 from cnnviz.core.layers import LOGITS
@@ -55,7 +56,7 @@ def _evals(call: Call) -> float:
     iters = call.kwargs.get("iters", 200)
     if call.kwargs.get("optimizer", "lbfgs") != "lbfgs":
         return iters
-    return iters * LBFGS_EVALS.get(call.kwargs.get("line_search", "backtracking"), 1.0)
+    return iters * LBFGS_EVALS.get(call.kwargs.get("line_search", LINE_SEARCH), 1.0)
 
 
 def _invert(call: Call, model: HookedModel) -> list[Work]:
