@@ -16,7 +16,7 @@ from cnnviz.analyzers.inversion import invert
 from cnnviz.analyzers.texture import texture
 from cnnviz.analyzers.transfer import transfer
 from cnnviz.core.hooked import load_model
-from cnnviz.optimize import Settings
+from cnnviz.optim.settings import Settings
 
 RUNS = {
     "transfer": lambda model, size, settings: transfer(model, size=size, settings=settings),

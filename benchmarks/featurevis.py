@@ -29,12 +29,13 @@ from pathlib import Path
 
 import torch
 
-from machine import describe
-
-from cnnviz.analyzers.ascent import PARAM_ROWS, ascend_many, default_settings, param_row, robust_probability, target_for
+from cnnviz.analyzers.ascent import ascend_many, default_settings, target_for
 from cnnviz.core.hooked import HookedModel, load_model, with_head
 from cnnviz.core.images import load_image, save_png, to_pil
-from cnnviz.param import high_frequency_share
+from cnnviz.gallery.plan import PARAM_ROWS, param_row
+
+from machine import describe
+from metrics import high_frequency_share, robust_probability
 
 HERE = Path(__file__).resolve().parent
 CLASSES = ("espresso", "tabby", "goldfish", "volcano")

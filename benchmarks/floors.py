@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cnnviz.core.hooked import HookedModel
+
 from machine import sync
 
 # name: (memory layout, autocast dtype); fp32 on CUDA means TF32 convolutions, torch's default.

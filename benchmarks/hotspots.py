@@ -9,12 +9,11 @@ from __future__ import annotations
 import sys
 import time
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 from cnnviz.analyzers.transfer import transfer
 from cnnviz.core.hooked import load_model
-from cnnviz.optimize import Settings
+from cnnviz.optim.settings import Settings
 
 
 def main(device: str = "cuda", size: int = 512, optimizer: str = "lbfgs") -> None:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from machine import describe, peak_mib
-
-from cnnviz.analyzers.patches import Tick, patches
+from cnnviz.analyzers.patches import patches
 from cnnviz.core.hooked import load_model
+from cnnviz.core.progress import Tick
+
+from machine import describe, peak_mib
 
 CHECKPOINT = 100
 

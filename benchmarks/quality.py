@@ -16,11 +16,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from cnnviz.analyzers.style import STYLE_LAYERS
-from cnnviz.analyzers.transfer import CONTENT_LAYERS, DEFAULT_STYLE_WEIGHT, transfer, transfer_problem
+from cnnviz.analyzers.transfer import CONTENT_LAYERS, DEFAULT_STYLE_WEIGHT, STYLE_LAYERS, transfer, transfer_problem
 from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.images import as_image
-from cnnviz.optimize import Settings, Step
+from cnnviz.optim.settings import Settings, Step
 
 CONTENT, STYLE = "astronaut", "starry_night"
 BUDGETS = {"cpu": (20.0, 40.0, 80.0), "cuda": (2.0, 5.0, 10.0)}

@@ -18,17 +18,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-
 from floors import VARIANTS, floor, variant_of
-from machine import Others, describe
 from quality import BUDGETS, run_all
 from speed import Case, in_subprocess
 
-from cnnviz.analyzers.style import STYLE_LAYERS
 from cnnviz.analyzers.texture import DEFAULT_LAYERS as TEXTURE_LAYERS
-from cnnviz.analyzers.transfer import CONTENT_LAYERS
+from cnnviz.analyzers.transfer import CONTENT_LAYERS, STYLE_LAYERS
 from cnnviz.core import memory
 from cnnviz.core.hooked import load_model
+
+from machine import Others, describe
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("floors", "speed", "memory", "quality")
@@ -100,7 +99,8 @@ def speed_section(model, args, size: int, before: str | None) -> str:
                 f"{result['peak_mib']:.0f}",
             ])
             print(rows[-1], flush=True)
-    head = ["analyzer", "precision", "before", "s/evaluation", "matching floor: median (fastest)", "ratio to it (to the fastest)", "peak MiB"]
+    head = ["analyzer", "precision", "before", "s/evaluation", "matching floor: median (fastest)", "ratio to it (to the fastest)",
+            "peak MiB"]
     note = f"before: the same cases in {before}, at its defaults (fp32)" if before else "no before run"
     evaluations = f"the mean over the evaluations of {iterations['long']} iterations after the first {iterations['skip']}"
     return (f"Long side {size} px; s/evaluation is {evaluations} (slope of their arrival times); each floor is timed in "

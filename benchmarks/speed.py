@@ -52,7 +52,7 @@ def run_analyzer(case: Case, iters: int, callback=None):
     from cnnviz.analyzers.texture import texture
     from cnnviz.analyzers.transfer import transfer
     from cnnviz.core.hooked import load_model
-    from cnnviz.optimize import Settings
+    from cnnviz.optim.settings import Settings
 
     options = {} if case.precision is None else {"precision": case.precision}
     model = load_model("vgg16", device=case.device, **options)
@@ -84,8 +84,9 @@ def measure(case: Case) -> dict:
     precision = output.record.params.get("precision", "fp32")
     floor_s = fastest_s = None
     if case.floor_layer:
-        from cnnviz.core.hooked import load_model
         from floors import floor, variant_of
+
+        from cnnviz.core.hooked import load_model
 
         exact = load_model("vgg16", device=case.device, precision="fp32")
         shape = tuple(output.image.shape[-2:])

@@ -6,8 +6,8 @@ Every user mistake is a ``CnnvizError``: printed as one ``error: ...`` line, exi
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,7 +18,7 @@ from typer._click.exceptions import ClickException
 
 from cnnviz import __version__
 from cnnviz.cli import ascent, gallery, head, invert, patches, saliency, texture, transfer
-from cnnviz.cli.options import Run, remove_created, shared
+from cnnviz.cli.options import Run, remove_created, run_options
 from cnnviz.errors import CnnvizError
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def _main(
 
 
 @app.command()
-@shared(model="vgg16")
+@run_options(model="vgg16")
 def layers(
     name: Annotated[str | None, typer.Argument(metavar="[MODEL]", help="The model (same as --model).")] = None,
     *,
@@ -76,8 +76,8 @@ def layers(
 
       cnnviz layers resnet18 --weights random       # reused modules: layer1.0.relu, layer1.0.relu_1
     """
+    from cnnviz.core.files import atomic_write
     from cnnviz.core.hooked import describe
-    from cnnviz.core.images import atomic_write
     from cnnviz.core.models import get_spec
 
     model = name or run.model

@@ -2,48 +2,39 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cnnviz.cli import ascent, invert, patches, saliency, texture, transfer
-from cnnviz.cli.options import Run, shared
+from cnnviz.cli.calls import Call
+from cnnviz.cli.options import Run, run_options
+from cnnviz.cli.parse import parse_names
 from cnnviz.core.device import set_threads
 from cnnviz.errors import CnnvizError
 from cnnviz.gallery import estimate
-from cnnviz.gallery.calls import Call
 from cnnviz.gallery.lean import publish
-from cnnviz.gallery.sections import SECTIONS
+from cnnviz.gallery.plan import (
+    FULL,
+    PAPERS,
+    QUICK,
+    SECTIONS,
+    AscentFigure,
+    Figure,
+    InvertFigure,
+    PatchesFigure,
+    SaliencyFigure,
+    TextureFigure,
+    TransferFigure,
+    figures,
+)
 from cnnviz.gallery.site import build_site
 
-DEFAULT_SECTIONS = ("saliency", "ascent", "patches", "invert", "texture", "transfer")
-PAPERS = "papers"
-CLASSES = "espresso,tabby,goldfish,volcano"
 
-
-@dataclass(frozen=True)
-class Preset:
-    """A section's long side in pixels and iterations per optimization."""
-
-    size: int
-    iters: int
-
-
-FULL = {"saliency": Preset(224, 0), "ascent": Preset(192, 160), "patches": Preset(224, 0), "invert": Preset(192, 150),
-        "texture": Preset(192, 200), "transfer": Preset(192, 100)}
-"""The papers' pictures at the sizes a 2-core CPU makes in about 30 minutes in all (the papers: 224-512 px)."""
-QUICK = {**{name: Preset(64, 30) for name in DEFAULT_SECTIONS}, "ascent": Preset(64, 20), "transfer": Preset(96, 30)}
-"""A first look and the tests: every figure, tiny and rough, in about two minutes on 2 cores; enough
-iterations that textures, inversions and transfers show their source (at 5 they were still noise), fewer
-for ascent, whose many cells run EfficientNet-Lite0 (transfer reads the painting at a quarter of the size,
-which VGG-16 needs at least 16 px of)."""
-
-
-@shared(model=PAPERS, out=Path("cnnviz-gallery"))
+@run_options(model=PAPERS, out=Path("cnnviz-gallery"))
 def command(
-    sections: Annotated[str, typer.Option(help="Comma list of sections to (re)build.")] = ",".join(DEFAULT_SECTIONS),
+    sections: Annotated[str, typer.Option(help="Comma list of sections to (re)build.")] = ",".join(SECTIONS),
     quick: Annotated[bool, typer.Option("--quick", help="Tiny pictures, few iterations: every figure in a few minutes.")] = False,
     size: Annotated[int | None, typer.Option(min=16, help="Long side of every picture (default: each section's).")] = None,
     iters: Annotated[int | None, typer.Option(min=1, help="Iterations of each optimization (default: each section's).")] = None,
@@ -69,23 +60,23 @@ def command(
 
       cnnviz gallery --sections invert,texture --size 128 --iters 50
     """
-    chosen = [s.strip() for s in sections.split(",") if s.strip()]
+    chosen = parse_names(sections)
     for name in chosen:
-        if name not in SECTIONS or name not in BUILDERS:
-            raise CnnvizError(f"unknown section '{name}' (choices: {', '.join(BUILDERS)})")
+        if name not in SECTIONS:
+            raise CnnvizError(f"unknown section '{name}' (choices: {', '.join(SECTIONS)})")
     presets = QUICK if quick else FULL
-    plan = [] if site_only else [call for name in chosen for call in BUILDERS[name](
-        size or presets[name].size, iters or presets[name].iters, run)]
-    todo = [call for call in plan if not (resume and call.finished(run.out))]
-    if len(todo) < len(plan):
-        run.tell(f"--resume: {len(plan) - len(todo)} of {len(plan)} figure(s) already made")
+    planned = [] if site_only else [figure for name in chosen for figure in figures(
+        name, size or presets[name].size, iters or presets[name].iters, run.model, run.weights)]
+    todo = [figure for figure in planned if not (resume and _call(figure, run).finished(run.out))]
+    if len(todo) < len(planned):
+        run.tell(f"--resume: {len(planned) - len(todo)} of {len(planned)} figure(s) already made")
     if todo:
         set_threads(run.threads)
-        minutes = estimate.seconds(todo, run.device) / 60
+        minutes = estimate.seconds(todo, run.device, run.seed, run.precision) / 60
         run.tell(f"{len(todo)} figure(s) to make: about {max(1, round(minutes))} minute(s) on this machine")
     failed = []
     try:
-        for call in todo:
+        for call in (_call(figure, run) for figure in todo):
             run.tell(f"$ {call.line()}")
             try:
                 call.run()
@@ -101,50 +92,26 @@ def command(
         raise CnnvizError(f"{len(failed)} figure(s) failed: " + "; ".join(failed))
 
 
-def _options(run: Run, model: str) -> dict:
-    """The shared options of a section's command: the run's, with the section's paper network."""
-    chosen = model if run.model == PAPERS else run.model
-    return dict(model=chosen, weights=run.weights if run.model != PAPERS else None, device=run.device,
-                precision=run.precision, threads=run.threads, out=run.out, seed=run.seed, quiet=run.quiet)
-
-
-def _saliency(size: int, iters: int, run: Run) -> list[Call]:
-    return [Call(saliency.command, images=["chelsea", "coffee", "astronaut", "rocket"], size=size,
-                 **_options(run, "efficientnet_lite0"))]
-
-
-def _ascent(size: int, iters: int, run: Run) -> list[Call]:
-    return [
-        Call(ascent.command, cls=CLASSES, grid="regularizers", size=size, iters=iters, **_options(run, "efficientnet_lite0")),
-        Call(ascent.command, cls=CLASSES, grid="param", size=size, iters=iters, **_options(run, "efficientnet_lite0")),
-        Call(ascent.command, layer="conv4_3", channel="10,42,100", grid="regularizers", size=size, iters=iters,
-             **_options(run, "vgg16")),
-        Call(ascent.command, layer="conv3_3,conv4_3,conv5_3", channel="42", grid="param", size=size, iters=iters,
-             **_options(run, "vgg16")),
-    ]
-
-
-def _patches(size: int, iters: int, run: Run) -> list[Call]:
-    scales = f"{size},{size * 3 // 2}"
-    layers = (("relu2_2", "0,1,10,11,14", "vgg16"), ("relu4_3", "2,4,8,11,13", "vgg16"),
-              ("block3_2", "7,9,11,12", "efficientnet_lite0"))
-    return [Call(patches.command, layer=layer, channels=channels, top=4, scales=scales, guided=True, **_options(run, model))
-            for layer, channels, model in layers]
-
-
-def _invert(size: int, iters: int, run: Run) -> list[Call]:
-    return [Call(invert.command, image="astronaut", layers="all", size=size, iters=iters, **_options(run, "vgg16"))]
-
-
-def _texture(size: int, iters: int, run: Run) -> list[Call]:
-    return [Call(texture.command, sources=["starry_night", "brick"], layer_sets="paper", size=size, iters=iters,
-                 **_options(run, "vgg16"))]
-
-
-def _transfer(size: int, iters: int, run: Run) -> list[Call]:
-    return [Call(transfer.command, images=["astronaut", "starry_night"], sweep=sweep, size=size, iters=iters,
-                 **_options(run, "vgg16")) for sweep in ("alpha-beta", "content-layer", "style-size")]
-
-
-BUILDERS = {"saliency": _saliency, "ascent": _ascent, "patches": _patches, "invert": _invert, "texture": _texture,
-            "transfer": _transfer}
+def _call(figure: Figure, run: Run) -> Call:
+    """The command that makes ``figure``, with the run's shared options."""
+    options = dict(model=figure.model, weights=figure.weights, device=run.device, precision=run.precision,
+                   threads=run.threads, out=run.out, seed=run.seed, quiet=run.quiet)
+    joined = ",".join
+    if isinstance(figure, SaliencyFigure):
+        return Call(saliency.command, images=list(figure.images), size=figure.size, **options)
+    if isinstance(figure, AscentFigure):
+        which = ({"target": joined(figure.classes)} if figure.classes else
+                 {"layer": joined(figure.layers), "channel": joined(map(str, figure.channels))})
+        return Call(ascent.command, **which, grid=figure.grid, size=figure.size, iters=figure.iters, **options)
+    if isinstance(figure, PatchesFigure):
+        return Call(patches.command, layer=figure.layer, channels=joined(map(str, figure.channels)), top=figure.top,
+                    sizes=joined(map(str, figure.sizes)), guided=figure.guided, **options)
+    if isinstance(figure, InvertFigure):
+        return Call(invert.command, image=figure.image, layers=figure.layers, size=figure.size, iters=figure.iters, **options)
+    if isinstance(figure, TextureFigure):
+        return Call(texture.command, images=list(figure.images), layer_sets="paper", size=figure.size, iters=figure.iters,
+                    **options)
+    if isinstance(figure, TransferFigure):
+        return Call(transfer.command, images=list(figure.images), sweep=figure.sweep, size=figure.size, iters=figure.iters,
+                    **options)
+    raise TypeError(f"no command makes a {type(figure).__name__}")

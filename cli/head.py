@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cnnviz.cli.options import Run, shared
+from cnnviz.cli.options import Run, run_options
 from cnnviz.core.head import save_head
 from cnnviz.training import HeadConfig, train_head
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Classifier heads: class scores for VGG convolutions (use
 
 
 @app.command()
-@shared(model="vgg16")
+@run_options(model="vgg16")
 def train(
     images: Annotated[list[str] | None, typer.Argument(help="One class per image, named by its stem (default: all bundled).")] = None,
     image_size: Annotated[int, typer.Option(help="Long side the images are loaded at (px).")] = DEFAULTS.image_size,

@@ -8,17 +8,18 @@ import typer
 
 from cnnviz.analyzers.inversion import DEFAULT_TV_WEIGHT, invert
 from cnnviz.cli import common
-from cnnviz.cli.options import Loop, Run, Size, optimizing, shared
+from cnnviz.cli.options import Loop, Run, Size, loop_options, run_options
+from cnnviz.cli.parse import check_finite
 from cnnviz.cli.progress import progress
 from cnnviz.core.images import image_stem
 from cnnviz.errors import CnnvizError
-from cnnviz.gallery.grid import Cell, caption, draw_grid, wrap
+from cnnviz.figures import Cell, caption, draw_grid, wrap
 
 DEFAULT_LAYER = "relu4_3"
 
 
-@shared(model="vgg16")
-@optimizing(optimizer="lbfgs", iters=200)
+@run_options(model="vgg16")
+@loop_options(optimizer="lbfgs", iters=200)
 def command(
     image: Annotated[str, typer.Argument(help="Image file or bundled image name (see `cnnviz images`).")] = "astronaut",
     layer: Annotated[str | None, typer.Option(help=f"Layer to invert (default {DEFAULT_LAYER}).")] = None,
@@ -44,7 +45,7 @@ def command(
     """
     if layer is not None and layers is not None:
         raise CnnvizError("give --layer or --layers, not both")
-    common.check_finite(tv_weight=tv_weight, tv_beta=tv_beta, alpha_weight=alpha_weight)
+    check_finite(tv_weight=tv_weight, tv_beta=tv_beta, alpha_weight=alpha_weight)
     settings = loop.settings(run)
     stem = image_stem(image)
     hooked = run.load()

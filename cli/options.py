@@ -1,6 +1,7 @@
-"""Options shared by the commands, defined once: ``@shared`` adds --model --weights --device --precision
---threads --out --seed --quiet to a command and hands them over as one ``Run``; ``@optimizing`` adds the loop's
---optimizer --iters --lr --scales --save-every as one ``Loop``."""
+"""Options shared by the commands, defined once: ``@run_options`` adds --model --weights --device --precision
+--threads --out --seed --quiet to a command and hands them over as one ``Run``; ``@loop_options`` adds the
+loop's --optimizer --iters --lr --scales --save-every --line-search as one ``Loop``, which makes the
+engine's ``Settings``."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from cnnviz.cli.parse import parse_ints
 from cnnviz.core.device import check_precision, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
-from cnnviz.optimize import LINE_SEARCH_NAMES, Settings
+from cnnviz.optim.settings import LINE_SEARCH_NAMES, Settings
 
 LINE_SEARCH = next(name for name, search in LINE_SEARCH_NAMES.items() if search == Settings.line_search)
 """``--line-search``'s default: ``Settings``' own, by its option name."""
@@ -129,17 +131,12 @@ class Loop:
     save_every: int
     line_search: str
 
-    def finish(self) -> None:
-        """Nothing to report: the run reports for the command."""
-
     def check(self) -> None:
         if self.save_every < 0:
             raise CnnvizError(f"--save-every must be at least 0, got {self.save_every}")
 
     def settings(self, run: Run, **extra: Any) -> Settings:
         """Checked ``Settings`` for the loop, seeded by the run."""
-        from cnnviz.cli.common import parse_ints
-
         line_search = LINE_SEARCH_NAMES.get(self.line_search, self.line_search)
         result = Settings(optimizer=self.optimizer, iters=self.iters, lr=self.lr, line_search=line_search,
                           scales=parse_ints(self.scales, "--scales"), seed=run.seed, **extra)
@@ -154,7 +151,8 @@ def _option(name: str, default: Any, annotation: Any) -> inspect.Parameter:
 def _extend(
     fn: Callable[..., Any], key: str, group: type, params: list[inspect.Parameter],
 ) -> Callable[..., Any]:
-    """``fn`` with ``params`` added to its signature (for Typer), passed to it as one ``group`` object."""
+    """``fn`` with ``params`` added to its signature (for Typer), passed to it as one ``group`` object
+    (checked before the call; a ``Run`` also says how the command went after it)."""
     signature = inspect.signature(fn, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != key]
     defaults = {p.name: p.default for p in params}
@@ -165,7 +163,8 @@ def _extend(
         options = group(**values)
         options.check()
         result = fn(*args, **kwargs, **{key: options})
-        options.finish()
+        if isinstance(options, Run):
+            options.finish()
         return result
 
     command.__signature__ = signature.replace(parameters=[*own, *params])
@@ -173,7 +172,7 @@ def _extend(
     return command
 
 
-def shared(model: str = "vgg16", out: Path = Path("cnnviz-out")) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def run_options(model: str = "vgg16", out: Path = Path("cnnviz-out")) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the shared options (with its own default model and output folder) as ``run: Run``."""
     params = [
         _option("model", model, Annotated[str, _MODEL]),
@@ -188,7 +187,7 @@ def shared(model: str = "vgg16", out: Path = Path("cnnviz-out")) -> Callable[[Ca
     return lambda fn: _extend(fn, "run", Run, params)
 
 
-def optimizing(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def loop_options(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Give a command the loop's options (with its own defaults) as ``loop: Loop``."""
     params = [
         _option("optimizer", optimizer, Annotated[str, typer.Option(help="lbfgs or adam.")]),

@@ -7,15 +7,16 @@ from typing import Annotated
 import typer
 
 from cnnviz.analyzers.channels import parse_channels
-from cnnviz.analyzers.patches import SCALES, patches
-from cnnviz.cli.common import parse_ints
-from cnnviz.cli.options import Run, shared
+from cnnviz.analyzers.patches import SIZES, patches
+from cnnviz.cli.options import Run, run_options
+from cnnviz.cli.parse import parse_ints
 from cnnviz.cli.progress import counting
+from cnnviz.figures import draw_patches
 
 DEFAULT_LAYER = "relu4_3"
 
 
-@shared(model="vgg16")
+@run_options(model="vgg16")
 def command(
     layer: Annotated[str, typer.Option(help="Layer, or a comma list of layers (one grid each).")] = DEFAULT_LAYER,
     channels: Annotated[str, typer.Option(
@@ -24,7 +25,7 @@ def command(
         "--images", "-i", help="Image files, folders (searched recursively) or bundled names; repeat for more. "
                                "Default: every bundled image.")] = None,
     top: Annotated[int, typer.Option(help="Patches per channel (columns).")] = 9,
-    scales: Annotated[str, typer.Option(help="Long sides each image is resized to, comma list.")] = ",".join(map(str, SCALES)),
+    sizes: Annotated[str, typer.Option(help="Long sides each image is resized to, comma list.")] = ",".join(map(str, SIZES)),
     guided: Annotated[bool, typer.Option("--guided", help="Show each patch's guided-backprop map of its neuron beside it.")] = False,
     batch: Annotated[int, typer.Option(help="Images of one size run together.")] = 8,
     *,
@@ -39,15 +40,16 @@ def command(
 
       cnnviz patches --layer relu2_2,relu4_3 --channels top:8 --guided
 
-      cnnviz patches --images photos/ --channels random:16 --scales 256
+      cnnviz patches --images photos/ --channels random:16 --sizes 256
 
       cnnviz patches --model efficientnet_lite0 --layer block3_2 --channels 0-7
     """
     parse_channels(channels)
-    sides = parse_ints(scales, "--scales")
+    sides = parse_ints(sizes, "--sizes")
     hooked = run.load()
     for name in hooked.table.parse(layer):
         with counting(f"patches {name}", run.quiet) as callback:
-            result = patches(hooked, images, layer=name, channels=channels, top=top, scales=sides, batch=batch,
+            result = patches(hooked, images, layer=name, channels=channels, top=top, sizes=sides, batch=batch,
                              guided=guided, seed=run.seed, callback=callback)
-        run.wrote(result.save(run.out / f"patches_{hooked.spec.name}_{result.layer}_grid.png"))
+        png = run.wrote(draw_patches(result, run.out / f"patches_{hooked.spec.name}_{result.layer}_grid.png"))
+        result.save_arrays(png)

@@ -11,9 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cnnviz.analyzers.patches import Tick
 from cnnviz.core.images import save_png
-from cnnviz.optimize import Step
+from cnnviz.core.progress import Tick
+from cnnviz.optim.settings import Step
 
 
 @contextmanager

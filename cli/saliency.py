@@ -6,31 +6,30 @@ from typing import Annotated
 
 import typer
 
-from cnnviz.analyzers.saliency import METHODS, saliency
+from cnnviz.analyzers.saliency import METHODS, get_method, saliency
 from cnnviz.analyzers.target import TOP, is_class
 from cnnviz.cli import common
-from cnnviz.cli.options import Run, Size, shared
+from cnnviz.cli.options import Run, Size, run_options
+from cnnviz.cli.parse import parse_names
 from cnnviz.core.hooked import with_head
 from cnnviz.core.images import image_stem
-from cnnviz.errors import CnnvizError, unknown
-from cnnviz.gallery.grid import Cell, caption, draw_grid
+from cnnviz.errors import CnnvizError
+from cnnviz.figures import Cell, caption, draw_grid
 
 
 def _methods(text: str) -> list[str]:
-    names = [part.strip() for part in text.split(",") if part.strip()] if text != "all" else list(METHODS)
-    for name in names:
-        if name not in METHODS:
-            raise unknown("saliency method", name, METHODS)
+    names = list(METHODS) if text == "all" else [get_method(name).name for name in parse_names(text)]
     if not names:
         raise CnnvizError("--methods needs at least one method")
     return names
 
 
-@shared(model="efficientnet_lite0")
+@run_options(model="efficientnet_lite0")
 def command(
     images: Annotated[list[str] | None, typer.Argument(
         help="Image files or bundled names (see `cnnviz images`): one grid row each. Default: chelsea.")] = None,
-    cls: Annotated[str | None, typer.Option("--class", help=f"Class name or index (default '{TOP}': each image's most probable class).")] = None,
+    target: Annotated[str | None, typer.Option("--class", help=f"Class name or index (default '{TOP}': each image's most "
+                                                                "probable class).")] = None,
     layer: Annotated[str | None, typer.Option(help="Explain a channel of this layer instead of a class.")] = None,
     channel: Annotated[str | None, typer.Option(help="Channel of --layer, or 'max' (each image's most activated).")] = None,
     y: Annotated[int | None, typer.Option(help="Row of one neuron of the channel (default: the channel's mean).")] = None,
@@ -65,7 +64,7 @@ def command(
     for image, stem in zip(images, stems):
         outputs = {}
         for method in chosen:
-            output = saliency(hooked, image, cls, layer=layer, channel=channel, y=y, x=x, method=method, size=size,
+            output = saliency(hooked, image, target, layer=layer, channel=channel, y=y, x=x, method=method, size=size,
                               gradcam_layer=gradcam_layer, seed=run.seed)
             outputs[method] = output
         params = next(iter(outputs.values())).record.params

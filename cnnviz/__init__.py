@@ -1,8 +1,10 @@
 """cnnviz: show what a convolutional network sees.
 
-Five analyzers of one shape (see ``cnnviz.api``): ``saliency``, ``ascent``, ``invert``, ``texture`` and
-``transfer``, each returning an ``Output``; ``load_model`` gives a ``HookedModel`` that returns named
-activations. Names are imported on first use, so ``import cnnviz`` (and the command line) start fast.
+The analyzers, of one shape (see ``cnnviz.api``): ``saliency``, ``ascent``, ``render``, ``invert``,
+``texture``, ``transfer`` and ``patches``; feature visualization's objectives (``Objective``, ``channel``,
+``neuron``, ``diversity``) and regularizers; ``load_model`` gives a ``HookedModel`` that returns named
+activations. This list is the public surface. Names are imported on first use, so ``import cnnviz``
+(and the command line) start fast.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "saliency": "cnnviz.api", "ascent": "cnnviz.api", "invert": "cnnviz.api", "texture": "cnnviz.api",
-    "transfer": "cnnviz.api", "HookedModel": "cnnviz.core.hooked", "load_model": "cnnviz.core.hooked",
-    "load_image": "cnnviz.core.images", "save_png": "cnnviz.core.images", "Output": "cnnviz.analyzers.common",
-    "CnnvizError": "cnnviz.errors", "Settings": "cnnviz.optimize", "Blur": "cnnviz.optimize",
-    "Clip": "cnnviz.optimize", "Decay": "cnnviz.optimize",
+    **dict.fromkeys(("saliency", "ascent", "render", "invert", "texture", "transfer", "patches"), "cnnviz.api"),
+    **dict.fromkeys(("Objective", "channel", "neuron", "diversity"), "cnnviz.optvis.objectives"),
+    **dict.fromkeys(("Blur", "Clip", "Decay"), "cnnviz.optvis.regularizers"),
+    "HookedModel": "cnnviz.core.hooked", "load_model": "cnnviz.core.hooked", "load_image": "cnnviz.core.images",
+    "save_png": "cnnviz.core.images", "Output": "cnnviz.analyzers.common", "Patches": "cnnviz.analyzers.patches",
+    "Recipe": "cnnviz.analyzers.ascent", "CnnvizError": "cnnviz.errors", "Settings": "cnnviz.optim.settings",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,13 +1,14 @@
 """The Python API: every analyzer as one function of the same shape.
 
-``cnnviz.NAME(inputs..., *, model=..., weights=..., device=..., size=256, ...) -> Output``: the first
-arguments are what the analyzer looks at (an image as a bundled name, a path, a PIL image or a tensor;
-``transfer`` also takes its style images; ``ascent`` and ``saliency`` a class), ``model`` is a name or a
-loaded ``HookedModel``, and every call returns an ``Output`` (``.image``, ``.record``, ``.raw``,
-``.input``, ``.save(path)``). Saliency and class ascent default to EfficientNet-Lite0 (ImageNet
-classes, offline); inversion, texture and transfer to the papers' VGG-16. The optimizing analyzers take
-``settings=Settings(...)`` (optimizer, iterations, learning rate, scales, seed, regularizers) and
-``callback=`` (called with each evaluation's ``Step``); their defaults are the CLI's.
+``cnnviz.NAME(inputs..., *, model=..., weights=..., device=..., size=256, ...)``: the first arguments
+are what the analyzer looks at (an image as a bundled name, a path, a PIL image or a tensor; ``transfer``
+also takes its style images; ``ascent`` and ``saliency`` a class (``target``); ``patches`` an image set;
+``render`` an ``Objective``), ``model`` is a name or a loaded ``HookedModel``, and every call returns a
+result with ``.image``, ``.record`` and ``.save(path)``: an ``Output`` (also ``.raw``, ``.input``), a
+list of them (``render``) or ``Patches``. Saliency, ascent and render default to EfficientNet-Lite0
+(ImageNet classes, offline); inversion, texture, transfer and patches to the papers' VGG-16. The
+optimizing analyzers take ``settings=Settings(...)`` (optimizer, iterations, learning rate, scales, seed,
+regularizers) and ``callback=`` (called with each evaluation's ``Step``); their defaults are the CLI's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from cnnviz.analyzers import ascent as _ascent
 from cnnviz.analyzers import inversion as _inversion
+from cnnviz.analyzers import patches as _patches
 from cnnviz.analyzers import saliency as _saliency
 from cnnviz.analyzers import texture as _texture
 from cnnviz.analyzers import transfer as _transfer
@@ -54,6 +56,8 @@ def _api(analyzer: Callable[..., Any], default_model: str, classes: bool = False
 
 saliency = _api(_saliency.saliency, CLASS_MODEL, classes=True)
 ascent = _api(_ascent.ascend, CLASS_MODEL, classes=True)
+render = _api(_ascent.render, CLASS_MODEL)
 invert = _api(_inversion.invert, PAPERS_MODEL)
 texture = _api(_texture.texture, PAPERS_MODEL)
 transfer = _api(_transfer.transfer, PAPERS_MODEL)
+patches = _api(_patches.patches, PAPERS_MODEL)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cnnviz.gallery import browser
+import browser
 
 
 def main() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 from cnnviz.core.hooked import load_model
 
 torch.set_num_threads(os.cpu_count() or 1)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the quality metrics the benchmarks report
 
 
 @pytest.fixture(autouse=True)

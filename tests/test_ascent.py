@@ -5,17 +5,25 @@ import torch
 from PIL import Image
 
 import cnnviz
-from conftest import run_cli
 from cnnviz.analyzers.ascent import (
-    DEFAULT_BLUR, DEFAULT_CLIP, DEFAULT_JITTER, ROWS, ascend, default_settings, gradient_scale, row, target_for,
+    DEFAULT_BLUR,
+    DEFAULT_CLIP,
+    DEFAULT_JITTER,
+    ascend,
+    default_settings,
+    gradient_scale,
+    target_for,
 )
 from cnnviz.analyzers.common import zero_image
 from cnnviz.analyzers.target import Target
 from cnnviz.core.hooked import load_model
 from cnnviz.errors import CnnvizError
-from cnnviz.gallery.grid import CELL_INCHES, DPI
-from cnnviz.optimize import Blur, Clip, Decay
-from cnnviz.transforms import Jitter
+from cnnviz.figures import CELL_INCHES, DPI
+from cnnviz.gallery.plan import ROWS, row
+from cnnviz.optvis.regularizers import Blur, Clip, Decay
+from cnnviz.optvis.transforms import Jitter
+
+from conftest import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import fractions
 import json
 import os
 import pickle
-import struct
-import zlib
 import re
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,7 +216,7 @@ CASES = {
     "lr-nan": Case(_inv("--lr", "nan"), must=("--lr",)),
     "tv-weight-nan": Case(_inv("--tv-weight", "nan"), must=("--tv-weight",)),
     "transfer-beta-nan": Case(("transfer", "--beta", "nan", *FAST), must=("--beta",)),
-    "ascent-l2-nan": Case(("ascent", "--class", "tabby", "--l2", "nan", *FAST), must=("--l2",)),
+    "ascent-l2-nan": Case(("ascent", "--class", "tabby", "--l2-weight", "nan", *FAST), must=("--l2-weight",)),
     "threads-0": Case(("invert", "--threads", "0", "--size", "32", "--iters", "2", "--device", "cpu"),
                       must=("--threads",)),
     # weights
@@ -245,8 +245,8 @@ CASES = {
     "weights-unknown-home": Case(_inv("--weights", "~cnnviz-no-such-user/w.pth"), must=("~cnnviz-no-such-user",)),
     "weights-missing": Case(_inv("--weights", "{f}"), lambda d: d / "none.pth", ("none.pth",)),
     # transfer
-    "transfer-blend-mismatch": Case(("transfer", "astronaut", "starry_night", "--blend", "0.5,0.5", *FAST),
-                                    must=("--blend",)),
+    "transfer-blend-mismatch": Case(("transfer", "astronaut", "starry_night", "--style-blend", "0.5,0.5", *FAST),
+                                    must=("--style-blend",)),
     "transfer-one-image": Case(("transfer", "astronaut", *FAST), must=("style",)),
     # output folder
     "out-is-a-file": Case(_inv(), out="file", must=("--out",)),

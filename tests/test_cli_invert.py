@@ -6,8 +6,9 @@ import time
 
 from PIL import Image
 
+from cnnviz.figures import CELL_INCHES, DPI
+
 from conftest import run_cli
-from cnnviz.gallery.grid import CELL_INCHES, DPI
 
 SIDECAR_FIELDS = {"analyzer", "model", "weights", "weights_sha256", "layers", "params", "seed", "iterations",
                   "losses", "seconds", "interrupted", "cnnviz_version"}

@@ -7,18 +7,20 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_cli
-from cnnviz.analyzers.ascent import (
-    PARAM_ROWS, Recipe, ascend_many, default_settings, param_row, render, start_image, target_for,
-)
+from cnnviz.analyzers.ascent import Recipe, ascend_many, default_settings, render, start_image, target_for
 from cnnviz.core.hooked import load_model
-from cnnviz.core.images import load_image
+from cnnviz.core.images import bundled_images, load_image
 from cnnviz.errors import CnnvizError
-from cnnviz.objectives import Score, channel_score, diversity, neuron_score
-from cnnviz.param import (
-    COLOR_SQRT, Pixels, Squashed, correlate, decorrelate, estimate_color_sqrt, from_spectrum, high_frequency_share, to_spectrum,
-)
-from cnnviz.transforms import Jitter, Pad, RandomRotate, RandomScale, compose, parse, standard
+from cnnviz.gallery.plan import PARAM_ROWS, param_row
+from cnnviz.optim.parameterization import Pixels
+from cnnviz.optim.settings import compose
+from cnnviz.optvis.color import COLOR_SQRT, correlate, decorrelate
+from cnnviz.optvis.objectives import Objective, channel, diversity, neuron
+from cnnviz.optvis.param import Squashed, from_spectrum, to_spectrum
+from cnnviz.optvis.transforms import Jitter, Pad, RandomRotate, RandomScale, parse, standard
+
+from conftest import run_cli
+from metrics import high_frequency_share
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +42,16 @@ def test_the_spectrum_is_scaled_by_one_over_frequency():
     high[..., 8, 0, 0] = 1.0  # eight cycles per image
     ratio = from_spectrum(low, (32, 32)).std() / from_spectrum(high, (32, 32)).std()
     assert float(ratio) == pytest.approx(8.0, rel=1e-4)
+
+
+def estimate_color_sqrt(side: int = 128) -> torch.Tensor:
+    """Σ^½ / max column norm, Σ the 3×3 covariance of the RGB values in [0, 1] of the bundled photographs
+    (content and texture images; the paintings are left out), each resized to ``side`` px."""
+    photos = {**bundled_images("content"), **bundled_images("texture")}
+    pixels = torch.cat([load_image(path, side)[0].reshape(3, -1) for _, path in sorted(photos.items())], dim=1)
+    values, vectors = torch.linalg.eigh(torch.cov(pixels.double()))
+    root = (vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T).float()
+    return root / root.norm(dim=0).max()
 
 
 def test_decorrelation_is_invertible_and_estimated_from_the_bundled_photos():
@@ -94,21 +106,21 @@ def test_pad_grows_by_its_width_with_grey_and_standard_is_olahs_list():
     assert out.shape == (1, 3, 64, 64) and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
-def _grad(score: Score, acts: dict) -> torch.Tensor:
+def _grad(score: Objective, acts: dict) -> torch.Tensor:
     (grad,) = torch.autograd.grad(score(acts), acts["a"], retain_graph=True)
     return grad
 
 
 def test_objectives_compose_and_the_sums_gradient_is_the_sum_of_gradients():
     acts = {"a": torch.randn(3, 4, 5, 5, requires_grad=True)}
-    ch, nr = channel_score("a", 1), neuron_score("a", 2, 1, 3)
+    ch, nr = channel("a", 1), neuron("a", 2, 1, 3)
     torch.testing.assert_close(_grad(ch + 0.5 * nr, acts), _grad(ch, acts) + 0.5 * _grad(nr, acts))
     torch.testing.assert_close(_grad(ch - nr / 4, acts), _grad(ch, acts) - 0.25 * _grad(nr, acts))
     product = ch * nr
     torch.testing.assert_close(_grad(product, acts), _grad(ch, acts) * nr(acts) + ch(acts) * _grad(nr, acts))
     assert float((-ch)(acts).detach()) == pytest.approx(-float(ch(acts).detach()))
     assert sum([ch, nr]).layers == ("a",) and "0.5" in repr(ch + 0.5 * nr)
-    assert float(channel_score("a", 1, items=[0])(acts).detach()) == pytest.approx(float(acts["a"][0, 1].mean().detach()))
+    assert float(channel("a", 1, items=[0])(acts).detach()) == pytest.approx(float(acts["a"][0, 1].mean().detach()))
 
 
 def test_diversity_is_minus_the_mean_gram_similarity():
@@ -154,10 +166,10 @@ def test_diversity_pushes_copies_apart(tiny):
 
 
 def test_render_maximises_a_composed_objective(tiny):
-    goal = channel_score("layer2.0.relu_1", 3) + 0.5 * channel_score("layer3.0.relu_1", 7) + 2.0 * diversity("layer2.0.relu_1")
+    goal = channel("layer2.0.relu_1", 3) + 0.5 * channel("layer3.0.relu_1", 7) + 2.0 * diversity("layer2.0.relu_1")
     settings = default_settings(iters=6, lr=0.05, regularizers=(), transforms=standard(pad=2, jitter=2))
-    start = render(tiny, goal, size=32, batch=2, settings=default_settings(iters=1, lr=1e-9, regularizers=(), transforms=()))
-    outputs = render(tiny, goal, size=32, batch=2, settings=settings)
+    start = render(tiny, goal, size=32, copies=2, settings=default_settings(iters=1, lr=1e-9, regularizers=(), transforms=()))
+    outputs = render(tiny, goal, size=32, copies=2, settings=settings)
     assert len(outputs) == 2 and outputs[1].record.params["copy"] == 1
     assert outputs[0].record.layers == ["layer2.0.relu_1", "layer3.0.relu_1"]
     assert outputs[0].record.params["score"] > start[0].record.params["score"] + 0.01

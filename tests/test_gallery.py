@@ -10,9 +10,11 @@ import typer.main
 
 from cnnviz.cli import gallery, invert
 from cnnviz.cli.app import app
-from cnnviz.gallery.calls import Call
-from cnnviz.gallery.grid import wrap
+from cnnviz.cli.calls import Call
+from cnnviz.figures import wrap
+from cnnviz.gallery.plan import figures
 from cnnviz.gallery.sections import SECTIONS
+
 from conftest import run_cli
 
 VGG_RELUS = [f"relu{b}_{i}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for i in range(1, n + 1)]
@@ -101,7 +103,7 @@ def test_resume_skips_the_figures_already_made(quick_gallery, tmp_path):
 
 def _invert_kwargs(out: Path) -> dict:
     run = gallery.Run(model="papers", weights=None, device="auto", precision="auto", threads=1, out=out, seed=0, quiet=True)
-    return gallery._invert(64, 5, run)[0].kwargs
+    return gallery._call(figures("invert", 64, 5)[0], run).kwargs
 
 
 def test_publish_writes_a_lean_copy_without_cells(quick_gallery, tmp_path):

@@ -4,7 +4,7 @@ Skips, saying why, where Chromium, chromedriver or selenium is missing (.ci/run 
 import pytest
 from PIL import Image
 
-from cnnviz.gallery import browser
+import browser
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"no headless browser: {browser.missing()}")
 

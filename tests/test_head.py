@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 
-from conftest import run_cli
 from cnnviz.core.head import BUNDLED_HEAD, FEATURES, save_head
 from cnnviz.core.hooked import load_model, with_head
 from cnnviz.core.layers import LOGITS
@@ -11,6 +10,8 @@ from cnnviz.core.models import ModelSpec, get_spec
 from cnnviz.core.records import read_sidecar
 from cnnviz.errors import CnnvizError
 from cnnviz.training import HeadConfig, held_out_crops, split, train_head
+
+from conftest import run_cli
 
 IMAGES = ["brick", "grass", "starry_night", "chelsea"]
 TINY = HeadConfig(image_size=192, crop=64, train_crops=8, test_crops=6, epochs=100)

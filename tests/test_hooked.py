@@ -3,7 +3,6 @@ import copy
 import torch
 
 from cnnviz.core.hooked import HookedModel
-
 from cnnviz.core.layers import LOGITS
 
 

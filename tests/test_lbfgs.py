@@ -4,7 +4,7 @@ torch.optim.LBFGS, and its direction never reads a value back to the host."""
 import pytest
 import torch
 
-from cnnviz.lbfgs import LBFGS, CurvaturePairs, graphed
+from cnnviz.optim.lbfgs import LBFGS, CurvaturePairs, graphed
 
 
 def two_loop(pairs: list[tuple[torch.Tensor, torch.Tensor]], g: torch.Tensor) -> torch.Tensor:
@@ -144,7 +144,7 @@ def test_update_and_direction_read_nothing_back_to_the_host(monkeypatch):
 
 
 def test_without_line_search_each_iteration_is_one_capped_evaluation_and_a_quadratic_converges():
-    from cnnviz.lbfgs import MAX_STEP
+    from cnnviz.optim.lbfgs import MAX_STEP
 
     target = torch.linspace(0.2, 0.8, 12, dtype=torch.float64)
     scale = torch.linspace(1.0, 4.0, 12, dtype=torch.float64)
@@ -268,7 +268,8 @@ def test_backtracking_extends_a_step_that_is_far_too_short():
 def test_backtracking_replayed_as_a_recorded_graph_takes_the_same_steps(monkeypatch):
     """With a stand-in for CUDA-graph capture (keep the function, run it at each replay on the recorded
     input tensors), each call's loss and gradient must reach the replay through those tensors."""
-    import cnnviz.lbfgs as lbfgs
+    import cnnviz.optim.graphs as graphs
+    import cnnviz.optim.lbfgs as lbfgs
 
     replays = []
 
@@ -282,8 +283,9 @@ def test_backtracking_replayed_as_a_recorded_graph_takes_the_same_steps(monkeypa
 
     start = torch.tensor([-1.2, 1.0, -0.5, 0.8, 1.5, -1.0], dtype=torch.float64)
     _, eager, _ = _backtracking_run(rosenbrock, start, steps=4)
-    monkeypatch.setattr(lbfgs, "capture", lambda fn, what: (Recorded(fn), None))
-    monkeypatch.setattr(lbfgs, "graphed", lambda fn, like, what="": lbfgs._Graphed(fn, what))
+    monkeypatch.setattr(graphs, "_capture", lambda fn, what: (Recorded(fn), None))
+    monkeypatch.setattr(graphs.Graphed, "_side", lambda self, *args: self.fn(*args))  # no side stream on the CPU
+    monkeypatch.setattr(lbfgs, "graphed", lambda fn, like, what, warmup=1: graphs.Graphed(fn, what, warmup))
     _, replayed, _ = _backtracking_run(rosenbrock, start, steps=4)
     assert replayed == eager and len(replays) == 20 - 1  # every call but the first, which runs eagerly
 

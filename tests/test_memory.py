@@ -1,18 +1,19 @@
 import pytest
 import torch
 
-from conftest import run_cli
 from cnnviz.analyzers.inversion import invert
 from cnnviz.core import memory
 from cnnviz.errors import CnnvizError
-from cnnviz.optimize import Settings
+from cnnviz.optim.settings import Settings, state_images
+
+from conftest import run_cli
 
 
 def test_the_estimate_grows_with_pixels_and_depth(vgg):
-    shallow = memory.needed_bytes(vgg, ["relu2_2"], (256, 256), "lbfgs")
-    deep = memory.needed_bytes(vgg, ["relu5_3"], (256, 256), "lbfgs")
+    shallow = memory.needed_bytes(vgg, ["relu2_2"], (256, 256), state_images("lbfgs"))
+    deep = memory.needed_bytes(vgg, ["relu5_3"], (256, 256), state_images("lbfgs"))
     assert deep > shallow
-    assert memory.needed_bytes(vgg, ["relu2_2"], (512, 512), "lbfgs") == pytest.approx(4 * shallow, rel=1e-6)
+    assert memory.needed_bytes(vgg, ["relu2_2"], (512, 512), state_images("lbfgs")) == pytest.approx(4 * shallow, rel=1e-6)
     with torch.no_grad():
         acts = vgg(torch.zeros(1, 3, 64, 64), vgg.table.names()[: vgg.table.names().index("relu2_2") + 1])
     assert memory.values_per_pixel(vgg, ["relu2_2"]) == sum(a.numel() for a in acts.values()) / 64**2

@@ -4,18 +4,20 @@ import pytest
 import torch
 
 from cnnviz.analyzers.inversion import invert
-from cnnviz.core.images import resize
-from cnnviz.objectives import Objective, Term, feature_loss, targets, tv_loss
-from cnnviz.optimize import Blur, Clip, Decay, Settings, optimize
 from cnnviz.core.hooked import load_model
+from cnnviz.core.images import resize
 from cnnviz.errors import CnnvizError
-from cnnviz.transforms import Jitter
+from cnnviz.losses import Loss, Term, feature_loss, reference_activations
+from cnnviz.optim.loop import optimize
+from cnnviz.optim.settings import Settings
+from cnnviz.optvis.regularizers import Blur, Clip, Decay, tv_loss
+from cnnviz.optvis.transforms import Jitter
 
 
 def _inversion_problem(vgg, reference, layer="relu1_2"):
     def problem(shape):
-        phi0 = targets(vgg, resize(reference, shape), [layer])[layer]
-        return Objective(vgg, [Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0))])
+        phi0 = reference_activations(vgg, resize(reference, shape), [layer])[layer]
+        return Loss(vgg, [Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0))])
 
     return problem
 
@@ -54,7 +56,7 @@ def test_backtracking_steps_back_from_a_nan_trial_and_stops_only_when_the_loss_s
             loss = (x - 0.2).pow(2).mean()
             return torch.where(x.min() < 0.25, torch.full_like(loss, float("nan")), loss)
 
-        return Objective(vgg, [Term("bounded", 1.0, (), bounded)])
+        return Loss(vgg, [Term("bounded", 1.0, (), bounded)])
 
     init = torch.full((1, 3, 16, 16), 0.9)
     result = optimize(problem, init, Settings(iters=30))
@@ -64,7 +66,7 @@ def test_backtracking_steps_back_from_a_nan_trial_and_stops_only_when_the_loss_s
     assert result.image.min() >= 0.25
 
     def always(shape):
-        return Objective(vgg, [Term("nan", 1.0, (), lambda acts, x: x.mean() * float("nan"))])
+        return Loss(vgg, [Term("nan", 1.0, (), lambda acts, x: x.mean() * float("nan"))])
 
     result = optimize(always, init, Settings(iters=30))
     assert result.error and "nan" in result.error and result.history == []
@@ -79,7 +81,7 @@ def test_nan_loss_stops_with_an_error_and_keeps_the_last_finite_image(vgg):
             calls["n"] += 1
             return (x - 0.2).pow(2).mean() * (float("nan") if calls["n"] > 3 else 1.0)
 
-        return Objective(vgg, [Term("bad", 1.0, (), bad)])
+        return Loss(vgg, [Term("bad", 1.0, (), bad)])
 
     init = torch.full((1, 3, 16, 16), 0.9)
     result = optimize(problem, init, Settings(optimizer="adam", iters=50, lr=0.05))
@@ -191,11 +193,11 @@ def test_progress_counts_every_scale_and_the_record_holds_the_step_size(vgg):
 
 
 def test_an_evaluation_returns_the_loss_and_a_fresh_gradient_each_time(vgg):
-    from cnnviz.evaluation import evaluation
-    from cnnviz.param import Pixels
+    from cnnviz.optim.evaluation import evaluation
+    from cnnviz.optim.parameterization import Pixels
 
     param = Pixels(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
-    objective = Objective(vgg, [Term("tv", 1.0, (), lambda acts, x: tv_loss(x))])
+    objective = Loss(vgg, [Term("tv", 1.0, (), lambda acts, x: tv_loss(x))])
     evaluate = evaluation(param, objective, (), torch.Generator(), graph=True)  # no CUDA here: eager
     terms, first, image = evaluate()
     gradient = param.x.grad.clone()

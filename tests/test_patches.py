@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from conftest import run_cli
 from cnnviz.analyzers.channels import parse_channels
 from cnnviz.analyzers.patches import _batches, patches
 from cnnviz.core.convention import Convention
@@ -20,6 +19,8 @@ from cnnviz.core.models import ModelSpec
 from cnnviz.core.receptive import field
 from cnnviz.core.weights import Weights
 from cnnviz.errors import CnnvizError
+
+from conftest import run_cli
 
 IDENTITY = Convention("identity", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, False)
 LAYER = "pool"
@@ -89,14 +90,14 @@ def _only_its_support_reaches(model: HookedModel, image: torch.Tensor, channel: 
 
 
 def test_each_patch_is_where_its_activation_comes_from(tiny, images):
-    result = patches(tiny, images, layer=LAYER, channels="0-5", top=4, scales=(32, 25), batch=2)
+    result = patches(tiny, images, layer=LAYER, channels="0-5", top=4, sizes=(32, 25), batch=2)
     assert result.values.shape == (6, 4) and result.patches.shape[:2] == (6, 4)
     checked = 0
     for r, channel in enumerate(result.channels):
         for k in range(4):
-            if result.image[r, k] < 0:
+            if result.source[r, k] < 0:
                 continue
-            image = resize(images[int(result.image[r, k])], int(result.scale[r, k]))
+            image = resize(images[int(result.source[r, k])], int(result.size[r, k]))
             top, left, bottom, right = result.boxes[r, k].tolist()
             assert (bottom - top, right - left) == (11, 11)
             support = tuple(result.supports[r, k].tolist())
@@ -121,7 +122,7 @@ def test_pixels_the_network_never_sees_are_outside_the_support():
 
 
 def test_patches_crop_the_field_with_grey_where_the_unit_sees_nothing(tiny, images):
-    result = patches(tiny, images[:1], layer=LAYER, channels=[0], top=3, scales=(32,))
+    result = patches(tiny, images[:1], layer=LAYER, channels=[0], top=3, sizes=(32,))
     rf = field(tiny, LAYER, tuple(resize(images[0], 32).shape[-2:]))
     assert rf.box(0, 0)[:2] == (-2, -4)
     image = resize(images[0], 32)
@@ -141,19 +142,19 @@ def test_top_patches_are_distinct_spots(tiny):
     image = torch.full((1, 3, 48, 48), 0.4, dtype=torch.float64)
     image[..., 20:26, 18:24] = 1.0
     scales = (48, 36)
-    result = patches(tiny, [image], layer=LAYER, channels="top:3", top=9, scales=scales)
+    result = patches(tiny, [image], layer=LAYER, channels="top:3", top=9, sizes=scales)
     for r in range(len(result.channels)):
-        found = [k for k in range(9) if result.image[r, k] >= 0]
+        found = [k for k in range(9) if result.source[r, k] >= 0]
         assert len(found) >= 2, "the most active channels fire at several spots"
         for a in found:
             for b in found:
                 if a >= b:
                     continue
-                if result.scale[r, a] == result.scale[r, b]:
+                if result.size[r, a] == result.size[r, b]:
                     apart = max(abs(int(result.y[r, a] - result.y[r, b])), abs(int(result.x[r, a] - result.x[r, b])))
                     assert apart * 4 > 11 / 2, "two patches of one map overlap by more than half"
                 else:
-                    boxes = [result.boxes[r, i].double() / result.sizes[r, i].double().repeat(2) for i in (a, b)]
+                    boxes = [result.boxes[r, i].double() / result.shapes[r, i].double().repeat(2) for i in (a, b)]
                     centres = [(box[:2] + box[2:]) / 2 for box in boxes]
                     half = torch.minimum(boxes[0][2:] - boxes[0][:2], boxes[1][2:] - boxes[1][:2]) / 2
                     assert ((centres[0] - centres[1]).abs() >= half).any(), "one spot shown at two scales"
@@ -171,14 +172,14 @@ def test_channel_choices(tiny, images):
         with pytest.raises(CnnvizError, match="--channels"):
             parse_channels(bad)
     with pytest.raises(CnnvizError, match="out of range"):
-        patches(tiny, images, layer=LAYER, channels="0,6", scales=(24,))
+        patches(tiny, images, layer=LAYER, channels="0,6", sizes=(24,))
     with pytest.raises(CnnvizError, match="asks for 7 channels"):
-        patches(tiny, images, layer=LAYER, channels="top:7", scales=(24,))
-    top = patches(tiny, images, layer=LAYER, channels="top:2", top=1, scales=(24,))
+        patches(tiny, images, layer=LAYER, channels="top:7", sizes=(24,))
+    top = patches(tiny, images, layer=LAYER, channels="top:2", top=1, sizes=(24,))
     assert top.channels == top.means.argsort(descending=True)[:2].tolist()
-    draws = [patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, scales=(24,), seed=s).channels for s in range(5)]
+    draws = [patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, sizes=(24,), seed=s).channels for s in range(5)]
     assert all(len(set(d)) == 3 for d in draws) and len({tuple(d) for d in draws}) > 1
-    again = patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, scales=(24,), seed=3).channels
+    again = patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, sizes=(24,), seed=3).channels
     assert again == draws[3]
 
 
@@ -222,7 +223,7 @@ def test_cli_writes_one_grid_per_layer_with_a_listing(tmp_path):
     folder.mkdir()
     Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / "red.png")
     result = run_cli("patches", "--layer", "relu1_2,relu2_2", "--channels", "0-1", "--images", "chelsea", "--images",
-                     str(folder), "--scales", "40,32", "--top", "2", "--guided", "--device", "cpu", "-q", "-o", str(tmp_path / "out"))
+                     str(folder), "--sizes", "40,32", "--top", "2", "--guided", "--device", "cpu", "-q", "-o", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     for layer in ("relu1_2", "relu2_2"):
         png = tmp_path / "out" / f"patches_vgg16_{layer}_grid.png"
@@ -234,14 +235,14 @@ def test_cli_writes_one_grid_per_layer_with_a_listing(tmp_path):
         listing = sidecar["patches"]
         assert listing and {p["channel"] for p in listing} == {0, 1}
         first = listing[0]
-        assert set(first) == {"channel", "rank", "image", "scale", "image_size", "y", "x", "box", "support", "value"}
-        assert first["scale"] in (40, 32) and first["value"] > 0 and not math.isnan(first["value"])
+        assert set(first) == {"channel", "rank", "image", "size", "image_size", "y", "x", "box", "support", "value"}
+        assert first["size"] in (40, 32) and first["value"] > 0 and not math.isnan(first["value"])
         assert first["image"] == "chelsea" or first["image"].endswith("red.png")
 
 
 @pytest.mark.parametrize("channels, message", [("3-x", "--channels"), ("999", "out of range")])
 def test_cli_bad_channels_is_one_error_line(tmp_path, channels, message):
-    result = run_cli("patches", "--layer", "relu1_2", "--channels", channels, "--images", "chelsea", "--scales", "32",
+    result = run_cli("patches", "--layer", "relu1_2", "--channels", channels, "--images", "chelsea", "--sizes", "32",
                      "--device", "cpu", "-o", str(tmp_path))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()

@@ -11,14 +11,16 @@ import pytest
 import torch
 
 import cnnviz
-from conftest import run_cli
-from cnnviz import readout
 from cnnviz.analyzers.transfer import transfer
 from cnnviz.core import device, memory
 from cnnviz.core.hooked import load_model
 from cnnviz.errors import CnnvizError
-from cnnviz.objectives import Objective, Term, feature_loss, gram, targets
-from cnnviz.optimize import Settings, optimize
+from cnnviz.losses import Loss, Term, feature_loss, gram, reference_activations
+from cnnviz.optim import readout
+from cnnviz.optim.loop import optimize
+from cnnviz.optim.settings import Settings
+
+from conftest import run_cli
 
 
 def _plain_gram(features: torch.Tensor) -> torch.Tensor:
@@ -56,18 +58,18 @@ def test_gram_of_bf16_features_is_float32_and_matches_the_upcast_one(chunked):
 
 
 def test_losses_get_activations_in_the_networks_dtype_and_stay_float32(vgg):
-    fast = load_model("vgg16", device="cpu", precision="bf16").optimizing()
+    fast = load_model("vgg16", device="cpu", precision="bf16").for_optimization()
     image = torch.rand(1, 3, 32, 32)
     assert fast(image, ["relu2_1"])["relu2_1"].dtype == torch.float32
     assert fast(image, ["relu2_1"], native=True)["relu2_1"].dtype == torch.bfloat16
-    reference = targets(fast, torch.rand(1, 3, 32, 32), ["relu2_1"])["relu2_1"]
+    reference = reference_activations(fast, torch.rand(1, 3, 32, 32), ["relu2_1"])["relu2_1"]
     seen = {}
 
     def feature(acts, x):
         seen["dtype"] = acts["relu2_1"].dtype
         return feature_loss(acts["relu2_1"], reference)
 
-    terms = Objective(fast, [Term("feature", 1.0, ("relu2_1",), feature)])(image)
+    terms = Loss(fast, [Term("feature", 1.0, ("relu2_1",), feature)])(image)
     assert seen["dtype"] == torch.bfloat16 and terms["feature"].dtype == torch.float32
 
 
@@ -81,7 +83,7 @@ def test_auto_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch, fla
     assert device.autocast_dtype("fp32", cpu) is None and device.autocast_dtype("bf16", cpu) is torch.bfloat16
     model = load_model("vgg16", device="cpu", precision="auto")
     assert model.compute_precision == "fp32"  # saliency and patches stay exact
-    assert model.optimizing().compute_precision == ("fp32" if expected is None else "bf16")
+    assert model.for_optimization().compute_precision == ("fp32" if expected is None else "bf16")
 
 
 @pytest.mark.parametrize("capability, expected", [((7, 5), None), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
@@ -109,8 +111,8 @@ def test_cli_refuses_fp16_on_the_cpu_with_one_error_line(tmp_path):
 
 def test_bf16_activations_come_back_as_float32_close_to_fp32(vgg):
     image = torch.rand(1, 3, 64, 64)
-    exact = targets(vgg, image, ["relu3_1"])["relu3_1"]
-    fast = targets(load_model("vgg16", device="cpu", precision="bf16"), image, ["relu3_1"])["relu3_1"]
+    exact = reference_activations(vgg, image, ["relu3_1"])["relu3_1"]
+    fast = reference_activations(load_model("vgg16", device="cpu", precision="bf16"), image, ["relu3_1"])["relu3_1"]
     assert fast.dtype == torch.float32
     assert float((fast - exact).norm() / exact.norm()) < 0.02
 
@@ -126,8 +128,8 @@ def test_bf16_transfer_ends_close_to_fp32_and_records_its_precision():
 
 
 def test_the_estimate_halves_activations_in_bf16(vgg):
-    fp32 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="fp32"), ["relu5_1"], (256, 256), None)
-    bf16 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="bf16"), ["relu5_1"], (256, 256), None)
+    fp32 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="fp32"), ["relu5_1"], (256, 256))
+    bf16 = memory.needed_bytes(load_model("vgg16", device="cpu", precision="bf16"), ["relu5_1"], (256, 256))
     assert bf16 < 0.6 * fp32
 
 
@@ -154,8 +156,8 @@ def test_adam_and_lbfgs_without_a_host_line_search_read_losses_in_batches(vgg, m
         return read
 
     reference = torch.rand(1, 3, 24, 24)
-    phi0 = targets(vgg, reference, ["relu1_2"])["relu1_2"]
-    objective = Objective(vgg, [Term("feature", 1.0, ("relu1_2",), lambda acts, x: feature_loss(acts["relu1_2"], phi0))])
+    phi0 = reference_activations(vgg, reference, ["relu1_2"])["relu1_2"]
+    objective = Loss(vgg, [Term("feature", 1.0, ("relu1_2",), lambda acts, x: feature_loss(acts["relu1_2"], phi0))])
     steps = []
     monkeypatch.setattr(readout.Readout.__init__, "__defaults__", (readout.READ_EVERY, math.inf))
     for name in SYNCS:

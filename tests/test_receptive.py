@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import run_cli
 from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.receptive import field
+
+from conftest import run_cli
 
 VGG16_SIZES = {"relu1_2": 5, "pool1": 6, "relu2_2": 14, "pool2": 16, "relu3_3": 40, "pool3": 44, "relu4_3": 92,
                "pool4": 100, "relu5_3": 196, "pool5": 212}

@@ -7,9 +7,14 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import nn
 
-from conftest import run_cli
 from cnnviz.analyzers.saliency import (
-    GRADCAM, GUIDED_GRADCAM, METHODS, RULES, cam_layer, clipped_relu_rule, gradient, saliency,
+    GRADCAM,
+    GUIDED_GRADCAM,
+    RULES,
+    attribute,
+    cam_layer,
+    clipped_relu_rule,
+    saliency,
 )
 from cnnviz.analyzers.target import Target, class_index
 from cnnviz.core.convention import CAFFE_BGR, Convention
@@ -18,6 +23,8 @@ from cnnviz.core.images import load_image
 from cnnviz.core.models import ModelSpec
 from cnnviz.core.weights import Weights
 from cnnviz.errors import CnnvizError
+
+from conftest import run_cli
 
 IDENTITY = Convention("identity", (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 1.0, False)
 FORWARD = [[1, -1, 5], [2, -5, -7], [-3, 2, 4]]
@@ -60,7 +67,7 @@ def test_seed_3x3_example_exactly(upstream, deconvnet):
     target = Target("logits", 0)
     expected = {"backprop": BACKPROP, "deconvnet": deconvnet, "guided": GUIDED}
     for rule in RULES:
-        raw = gradient(model, grid3(FORWARD), target, rule)[0]
+        raw = attribute(model, grid3(FORWARD), target, rule)[0]
         assert raw.shape == (3, 3, 3)
         for channel in raw:
             assert torch.equal(channel, torch.tensor(expected[rule], dtype=torch.float32)), (rule, channel)
@@ -72,10 +79,10 @@ def test_rules_differ_as_the_papers_say():
     x, up = grid3(FORWARD), grid3(SEED_UPSTREAM)
     model = hooked(nn.Sequential(nn.ReLU(), Upstream(up[0])))
     target = Target("logits", 0)
-    assert torch.equal(gradient(model, x, target, "backprop"), up * (x > 0))
-    assert torch.equal(gradient(model, x, target, "deconvnet"), up.clamp(min=0))
-    assert torch.equal(gradient(model, x, target, "guided"), up.clamp(min=0) * (x > 0))
-    assert torch.equal(gradient(model, x, target, "simonyan"), (up * (x > 0)).abs().amax(dim=1, keepdim=True))
+    assert torch.equal(attribute(model, x, target, "backprop"), up * (x > 0))
+    assert torch.equal(attribute(model, x, target, "deconvnet"), up.clamp(min=0))
+    assert torch.equal(attribute(model, x, target, "guided"), up.clamp(min=0) * (x > 0))
+    assert torch.equal(attribute(model, x, target, "simonyan"), (up * (x > 0)).abs().amax(dim=1, keepdim=True))
 
 
 def test_relu6_gets_the_rule_at_every_activation():
@@ -86,9 +93,9 @@ def test_relu6_gets_the_rule_at_every_activation():
     model = hooked(nn.Sequential(nn.ReLU6(), nn.ReLU6(), Upstream(up[0])))
     target = Target("logits", 0)
     passes = (x > 0) & (x < 6)
-    assert torch.equal(gradient(model, x, target, "backprop"), up * passes)
-    assert torch.equal(gradient(model, x, target, "guided"), up.clamp(min=0) * passes)
-    assert torch.equal(gradient(model, x, target, "deconvnet"), up.clamp(min=0))
+    assert torch.equal(attribute(model, x, target, "backprop"), up * passes)
+    assert torch.equal(attribute(model, x, target, "guided"), up.clamp(min=0) * passes)
+    assert torch.equal(attribute(model, x, target, "deconvnet"), up.clamp(min=0))
     with clipped_relu_rule(model.net, "guided") as count:
         assert count == 2
     assert all(not m._backward_hooks for m in model.net.modules())
@@ -101,7 +108,7 @@ def test_every_relu6_of_efficientnet_is_hooked_and_fires(lite):
     try:
         with clipped_relu_rule(lite.net, "guided") as count:
             assert count == len(relu6) == 33
-        gradient(lite, torch.rand(1, 3, 64, 64), Target("logits", 285), "guided")
+        attribute(lite, torch.rand(1, 3, 64, 64), Target("logits", 285), "guided")
     finally:
         for handle in handles:
             handle.remove()

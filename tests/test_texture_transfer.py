@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 
-from cnnviz.analyzers.style import gram_targets, style_term
+from cnnviz.analyzers.color import match_color_histogram, rgb_to_yiq
 from cnnviz.analyzers.texture import texture
 from cnnviz.analyzers.transfer import transfer
-from cnnviz.color import match_color_histogram, rgb_to_yiq
 from cnnviz.core.images import load_image
 from cnnviz.errors import CnnvizError
-from cnnviz.objectives import content_loss, gram, style_layer_loss, targets
-from cnnviz.optimize import Settings
+from cnnviz.losses import content_loss, gram, gram_targets, reference_activations, style_layer_loss, style_term
+from cnnviz.optim.settings import Settings
+
 from conftest import run_cli
 
 
@@ -40,7 +40,7 @@ def test_texture_lowers_the_gram_loss_and_is_no_copy(vgg):
 
 
 def test_texture_output_size_may_differ_from_source(vgg):
-    out = texture(vgg, "gravel", layers=["relu1_1"], size=40, source_size=64, settings=Settings(iters=2))
+    out = texture(vgg, "gravel", layers=["relu1_1"], size=40, image_size=64, settings=Settings(iters=2))
     assert out.image.shape == (1, 3, 40, 40)
 
 
@@ -48,7 +48,7 @@ def _style_loss(vgg, image, style_name, size):
     grams = gram_targets(vgg, [load_image(style_name, size)], [1.0], ["relu1_1", "relu2_1", "relu3_1"])
     term = style_term(1.0, grams)
     with torch.no_grad():
-        return float(term.fn(targets(vgg, image, list(grams)), image))
+        return float(term.fn(reference_activations(vgg, image, list(grams)), image))
 
 
 def test_transfer_output_has_far_lower_style_loss_than_the_content(vgg):
@@ -56,7 +56,7 @@ def test_transfer_output_has_far_lower_style_loss_than_the_content(vgg):
                    content_layers=["relu3_2"], style_weight=1e3, settings=Settings(iters=30))
     content = load_image("chelsea", 64)
     assert _style_loss(vgg, out.image, "starry_night", 64) < _style_loss(vgg, content, "starry_night", 64) / 5
-    assert out.record.params["alpha"] == 1.0 and out.record.params["beta"] == 1e3
+    assert out.record.params["content_weight"] == 1.0 and out.record.params["style_weight"] == 1e3
 
 
 def test_style_blend_weights_change_the_result(vgg):
@@ -115,5 +115,5 @@ def test_texture_init_content_starts_from_the_source_and_tensor_sources_honour_s
     source = load_image("brick", 32)
     assert (start[0] - source).abs().mean() < 0.05 and out.record.params["image"].endswith("brick.jpg")
     big = load_image("brick", 96)
-    small = texture(vgg, big, layers=["relu1_1"], size=32, source_size=48, settings=settings)
+    small = texture(vgg, big, layers=["relu1_1"], size=32, image_size=48, settings=settings)
     assert small.input.shape[-1] == 48 and small.image.shape[-1] == 32

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from cnnviz.core.files import atomic_write
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import atomic_write, load_image, resize, save_png
+from cnnviz.core.images import load_image, resize, save_png
 from cnnviz.core.records import Record, write_sidecar
-from cnnviz.optimize import Result, Settings
+from cnnviz.optim.settings import Result, Settings
+
 
 @dataclass
 class Output:

@@ -8,18 +8,20 @@ from torch import Tensor
 
 from cnnviz.analyzers.common import Output, initial_image, record
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.memory import check_fits
 from cnnviz.core.images import ImageSource, as_image, resize, source_name
-from cnnviz.objectives import Objective, Term, alpha_norm, feature_loss, targets, tv_loss
-from cnnviz.optimize import Settings, Step, optimize
+from cnnviz.core.memory import check_fits
+from cnnviz.losses import Loss, Term, feature_loss, reference_activations
+from cnnviz.optim.loop import optimize
+from cnnviz.optim.settings import Settings, Step, state_images
+from cnnviz.optvis.regularizers import alpha_norm, tv_loss
 
 DEFAULT_TV_WEIGHT = 0.5
 
 
 def relative_error(model: HookedModel, image: Tensor, reference: Tensor, layer: str) -> float:
     """‖Φ(x) − Φ0‖ / ‖Φ0‖ at one layer: how well ``image`` reproduces the reference's features."""
-    phi = targets(model, image, [layer])[layer]
-    phi0 = targets(model, reference, [layer])[layer]
+    phi = reference_activations(model, image, [layer])[layer]
+    phi0 = reference_activations(model, reference, [layer])[layer]
     return float((phi - phi0).norm() / phi0.norm())
 
 
@@ -39,14 +41,14 @@ def invert(
 ) -> Output:
     """Reconstruct ``image`` from its features at ``layer``; returns the image and its record."""
     settings = settings or Settings()
-    model = model.optimizing()
+    model = model.for_optimization()
     layer = model.table.get(layer).name
     reference = as_image(image, size, model.device)
-    check_fits(model, [layer], reference.shape, settings.optimizer)
+    check_fits(model, [layer], reference.shape, state_images(settings.optimizer))
 
-    def problem(shape: tuple[int, int]) -> Objective:
-        phi0 = targets(model, resize(reference, shape), [layer])[layer]
-        return Objective(model, [
+    def problem(shape: tuple[int, int]) -> Loss:
+        phi0 = reference_activations(model, resize(reference, shape), [layer])[layer]
+        return Loss(model, [
             Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0)),
             Term("tv", tv_weight, (), lambda acts, x: tv_loss(x, tv_beta)),
             Term("alpha", alpha_weight, (), lambda acts, x: alpha_norm(model.normalize(x) / model.convention.scale, alpha)),

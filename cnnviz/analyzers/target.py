@@ -13,7 +13,8 @@ from torch import Tensor
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError, unknown
-from cnnviz.objectives import Activations, Score, channel_mean, channel_score, neuron, neuron_score
+from cnnviz.losses import Activations
+from cnnviz.optvis.objectives import Objective, channel, channel_mean, neuron, neuron_value
 
 TOP = "top"
 MAX = "max"
@@ -38,14 +39,14 @@ class Target:
         """The target's value per batch item, shape (B,)."""
         activation = acts[self.layer]
         if self.is_neuron:
-            return neuron(activation, self.channel, self.y, self.x)
+            return neuron_value(activation, self.channel, self.y, self.x)
         return channel_mean(activation, self.channel)
 
-    def objective(self, items: Sequence[int] | None = None) -> Score:
-        """The target as a composable ``Score``, summed over batch ``items`` (None: all)."""
+    def objective(self, items: Sequence[int] | None = None) -> Objective:
+        """The target as a composable ``Objective``, summed over batch ``items`` (None: all)."""
         if self.is_neuron:
-            return neuron_score(self.layer, self.channel, self.y, self.x, items)
-        return channel_score(self.layer, self.channel, items)
+            return neuron(self.layer, self.channel, self.y, self.x, items)
+        return channel(self.layer, self.channel, items)
 
     @property
     def label(self) -> str:
@@ -109,19 +110,29 @@ def class_index(model: HookedModel, name: str | int) -> int:
     raise unknown(f"class of {model.name}", name, classes)
 
 
+def class_probabilities(model: HookedModel, image: Tensor) -> Tensor:
+    """The softmax of the model's class scores for each image of a batch, (B, classes), without grad."""
+    with torch.no_grad():
+        return model(image, [LOGITS])[LOGITS].float().softmax(dim=1)
+
+
 def top_classes(model: HookedModel, image: Tensor, k: int = 5) -> list[tuple[str, float]]:
     """The model's ``k`` most probable classes for ``image`` (1, 3, H, W), with their softmax probabilities."""
     classes = classes_of(model)
-    with torch.no_grad():
-        probs = model(image, [LOGITS])[LOGITS][0].float().softmax(dim=0)
-    values, indices = probs.topk(min(k, len(classes)))
+    values, indices = class_probabilities(model, image)[0].topk(min(k, len(classes)))
     return [(classes[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+
+
+def check_target_given(target: str | int | None, layer: str | None) -> None:
+    """Refuse a request that names neither a class nor a layer (gradient ascent needs one of them)."""
+    if is_class(layer) and target is None:
+        raise CnnvizError("give a class (--class NAME or index) or a layer and channel (--layer relu4_3 --channel 10)")
 
 
 def resolve_target(
     model: HookedModel,
     image: Tensor,
-    cls: str | int | None = None,
+    target: str | int | None = None,
     layer: str | None = None,
     channel: str | int | None = None,
     y: int | None = None,
@@ -133,13 +144,13 @@ def resolve_target(
         if channel is not None or y is not None or x is not None:
             raise CnnvizError("--channel, --y and --x go with --layer, not with a class")
         classes = classes_of(model)
-        if cls is None or cls == TOP:
+        if target is None or target == TOP:
             with torch.no_grad():
                 index = int(model(image, [LOGITS])[LOGITS][0].argmax())
         else:
-            index = class_index(model, cls)
+            index = class_index(model, target)
         return Target(LOGITS, index, name=classes[index])
-    if cls is not None:
+    if target is not None:
         raise CnnvizError("give either a class or --layer (with --channel), not both")
     model.table.get(layer)
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """Style transfer (Gatys, Ecker & Bethge 2016): L = α L_content + β L_style.
 
 L_content = ½ Σ (F − P)² at the content layer(s), divided by ½ Σ P² so that α is free of the
-network's activation scale; L_style is the normalised Gram loss of ``style.py``.
+network's activation scale; L_style is the normalised Gram loss (``cnnviz.losses.style_term``).
 """
 
 from __future__ import annotations
@@ -9,21 +9,23 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
 from PIL.Image import Image as PILImage
 from torch import Tensor
 
+from cnnviz.analyzers.color import luminance, match_color_histogram, match_luminance, with_chroma
 from cnnviz.analyzers.common import Output, initial_image, record
-from cnnviz.analyzers.style import STYLE_LAYERS, blend_weights, gram_targets, style_term
-from cnnviz.color import luminance, match_color_histogram, match_luminance, with_chroma
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.memory import check_fits
 from cnnviz.core.images import ImageSource, as_image, check_size, resize, source_name
+from cnnviz.core.memory import check_fits
 from cnnviz.errors import CnnvizError
-from cnnviz.objectives import Objective, Term, content_loss, targets, tv_loss
-from cnnviz.optimize import Settings, Step, optimize
+from cnnviz.losses import Loss, Term, content_term, gram_targets, style_term
+from cnnviz.optim.loop import optimize
+from cnnviz.optim.settings import Settings, Step, state_images
+from cnnviz.optvis.regularizers import tv_loss
 
 CONTENT_LAYERS = ("relu4_2",)
+# Gatys et al. 2016: style at conv1_1 ... conv5_1 (after their in-place ReLUs).
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 DEFAULT_STYLE_WEIGHT = 1.0
 PRESERVE = ("luminance", "histogram")
 
@@ -33,30 +35,29 @@ def check_preserve_color(preserve_color: str | None) -> None:
         raise CnnvizError(f"unknown --preserve-color '{preserve_color}' (choices: {', '.join(PRESERVE)})")
 
 
-def content_term(weight: float, reference: Tensor, model: HookedModel, layers: Sequence[str]) -> Term:
-    """α · mean over layers of ½Σ(F − P)² / ½ΣP², with P and ½ΣP² from ``reference`` (computed once)."""
-    p = targets(model, reference, layers)
-    energy = {l: content_loss(p[l], torch.zeros_like(p[l])).clamp_min(1e-12) for l in layers}
-
-    def loss(acts: dict[str, Tensor], image: Tensor) -> Tensor:
-        return sum(content_loss(acts[l], p[l]) / energy[l] for l in layers) / len(layers)
-
-    return Term("content", weight, tuple(layers), loss)
+def blend_weights(weights: Sequence[float] | None, count: int) -> list[float]:
+    """Blend weights of several style images, normalised to sum to one (equal by default)."""
+    weights = list(weights) if weights else [1.0] * count
+    if len(weights) != count:
+        raise CnnvizError(f"{count} style image(s) but {len(weights)} blend weight(s) (--style-blend)")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise CnnvizError(f"blend weights (--style-blend) must be >= 0 with a positive sum, got {weights}")
+    return [w / sum(weights) for w in weights]
 
 
 def transfer_problem(
-    model: HookedModel, target: Tensor, style_images: Sequence[Tensor], blend: Sequence[float], *, content_weight: float,
+    model: HookedModel, content: Tensor, style_images: Sequence[Tensor], blend: Sequence[float], *, content_weight: float,
     style_weight: float, content_layers: Sequence[str], style_layers: Sequence[str],
     style_layer_weights: Sequence[float] | None, tv_weight: float,
-) -> Callable[[tuple[int, int]], Objective]:
-    """The objective of a transfer for each image size (H, W): α content of ``target`` + β style of the
-    ``blend`` of ``style_images`` (+ TV); the style Grams are computed once, the content targets per size."""
+) -> Callable[[tuple[int, int]], Loss]:
+    """The loss of a transfer for each image size (H, W): α content of ``content`` + β style of the
+    ``blend`` of ``style_images`` (+ TV); the style Grams are computed once, the content features per size."""
     grams = gram_targets(model, style_images, blend, style_layers)
     style = style_term(style_weight, grams, style_layer_weights, dtype=model.autocast)
 
-    def problem(shape: tuple[int, int]) -> Objective:
-        return Objective(model, [
-            content_term(content_weight, resize(target, shape), model, content_layers),
+    def problem(shape: tuple[int, int]) -> Loss:
+        return Loss(model, [
+            content_term(content_weight, resize(content, shape), model, content_layers),
             style,
             Term("tv", tv_weight, (), lambda acts, x: tv_loss(x)),
         ])
@@ -86,7 +87,7 @@ def transfer(
     """Render the content ``image`` in the style of ``styles`` (blended by ``style_blend``); returns
     image + record. ``init``: content, noise, style (the first style image) or an image file."""
     settings = settings or Settings()
-    model = model.optimizing()
+    model = model.for_optimization()
     check_size(size)
     check_size(style_size, "--style-size")
     if isinstance(styles, (str, Path, Tensor, PILImage)):
@@ -101,23 +102,23 @@ def transfer(
     style_images = [as_image(s, style_size or size, model.device) for s in styles]
     for style_image in style_images:
         check_fits(model, style_layers, style_image.shape)
-    check_fits(model, [*content_layers, *style_layers], photo.shape, settings.optimizer)
+    check_fits(model, [*content_layers, *style_layers], photo.shape, state_images(settings.optimizer))
     if preserve_color == "luminance":
         style_images = [match_luminance(s, photo) for s in style_images]
-        target = luminance(photo)
+        content = luminance(photo)
     else:
         if preserve_color == "histogram":
             style_images = [match_color_histogram(s, photo) for s in style_images]
-        target = photo
-    problem = transfer_problem(model, target, style_images, blend, content_weight=content_weight, style_weight=style_weight,
+        content = photo
+    problem = transfer_problem(model, content, style_images, blend, content_weight=content_weight, style_weight=style_weight,
                                content_layers=content_layers, style_layers=style_layers,
                                style_layer_weights=style_layer_weights, tv_weight=tv_weight)
-    start = resize(style_images[0], tuple(target.shape[-2:])) if init == "style" else initial_image(init, target, model, settings.seed)
+    start = resize(style_images[0], tuple(content.shape[-2:])) if init == "style" else initial_image(init, content, model, settings.seed)
     result = optimize(problem, start, settings, callback)
     picture = with_chroma(result.image, photo) if preserve_color == "luminance" else result.image
     params = {
         "image": source_name(image), "styles": [source_name(s) for s in styles], "style_blend": blend,
-        "alpha": content_weight, "beta": style_weight, "content_layers": content_layers,
+        "content_weight": content_weight, "style_weight": style_weight, "content_layers": content_layers,
         "style_layers": style_layers, "style_layer_weights": list(style_layer_weights) if style_layer_weights else None,
         "tv_weight": tv_weight, "size": size, "style_size": style_size, "init": init, "preserve_color": preserve_color,
     }

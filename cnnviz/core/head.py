@@ -13,12 +13,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from safetensors import SafetensorError
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from cnnviz.core.images import atomic_write
+from cnnviz.core.files import atomic_write
 from cnnviz.core.models import ModelSpec
 from cnnviz.core.records import Record, read_sidecar, sidecar_path, write_sidecar
 from cnnviz.core.weights import ASSETS, Weights, file_sha256

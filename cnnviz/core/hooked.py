@@ -35,7 +35,7 @@ class HookedModel:
 
     ``precision`` (auto, fp32, bf16, fp16) sets the dtype the forward pass is autocast to; activations
     come back as float32 whatever it is, so losses, the image and optimizer state stay fp32. ``auto``
-    means exact fp32 except in the copy ``optimizing()`` returns, which the optimizing analyzers use:
+    means exact fp32 except in the copy ``for_optimization()`` returns, which the optimizing analyzers use:
     they tolerate bf16's rounding, while saliency and patches report exact gradients and activations.
     """
 
@@ -54,7 +54,7 @@ class HookedModel:
         self.autocast: torch.dtype | None = None if precision == "auto" else autocast_dtype(precision, device)
         self._modules = dict(self.net.named_modules())
 
-    def optimizing(self) -> HookedModel:
+    def for_optimization(self) -> HookedModel:
         """This model (sharing its network) with ``auto`` resolved for optimization: bf16 where the CPU
         or GPU computes it natively, fp32 elsewhere (``core.device.autocast_dtype``)."""
         fast = copy.copy(self)

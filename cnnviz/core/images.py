@@ -11,7 +11,6 @@ analyse, and VGG's five poolings need 32 px to leave one position.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from cnnviz.core.files import atomic_write
 from cnnviz.core.weights import ASSETS
 from cnnviz.errors import CnnvizError, unknown
 
@@ -200,32 +200,15 @@ def resize(image: Tensor, size: int | tuple[int, int]) -> Tensor:
     return F.interpolate(image, size=target, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def mix_channels(matrix: Tensor, image: Tensor) -> Tensor:
+    """Each pixel's 3 channels times a 3×3 ``matrix`` (colour-space changes): (B, 3, H, W) -> (B, 3, H, W)."""
+    return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
+
+
 def to_pil(image: Tensor) -> Image.Image:
     """First image of a (B, 3, H, W) [0, 1] tensor as an 8-bit RGB Pillow image."""
     array = image.detach()[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(array, "RGB")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_png(image: Tensor | Image.Image, path: str | Path) -> Path:

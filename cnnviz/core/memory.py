@@ -4,8 +4,8 @@ A forward pass to the deepest layer keeps every layer's output for the backward 
 backward pass needs about as much again for their gradients; so a run needs about twice the sum of
 all layer outputs up to that layer, which grows with the number of pixels. That sum is measured once
 on a probe image of at most 64 px a side and scaled to the run's size, at 2 bytes a value where the
-forward is autocast to bf16/fp16 and 4 in fp32; the optimizer's state, in fp32 (L-BFGS keeps 2 × its
-history of 50 copies of the image, Adam 2, and Adam's unread losses each hold their image), comes on top.
+forward is autocast to bf16/fp16 and 4 in fp32; the image-sized fp32 tensors the run keeps (an
+optimizer's state: the engine says how many, ``cnnviz.optim.settings.state_images``) come on top.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from cnnviz.core.device import release_freed_memory
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
 from cnnviz.errors import CnnvizError
-from cnnviz.readout import READ_EVERY
 
 PROBE = 64
 BACKWARD_FACTOR = 2.0
-IMAGE_COPIES = {"lbfgs": 2 * 50 + 8 + 11 + READ_EVERY, "adam": 8 + READ_EVERY, None: 4}
-"""Image-sized fp32 tensors an optimizer keeps: L-BFGS its 50 curvature pairs, 8 working copies, the
-backtracking search's 5 state vectors and ~6 temporaries, and the images of the readings not yet read."""
+WORKING_IMAGES = 4
+"""Image-sized fp32 tensors a run without an optimizer keeps (the image, its gradient, copies)."""
 
 
 def values_per_pixel(model: HookedModel, layers: Sequence[str], probe: tuple[int, int] = (PROBE, PROBE)) -> float:
@@ -63,27 +61,28 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def needed_bytes(
-    model: HookedModel, layers: Sequence[str], shape: tuple[int, int], optimizer: str | None, batch: int = 1,
+    model: HookedModel, layers: Sequence[str], shape: tuple[int, int], state_images: int = WORKING_IMAGES, batch: int = 1,
 ) -> int:
-    """Bytes a forward + backward pass of ``batch`` images of ``shape`` (and the optimizer's state) needs."""
+    """Bytes a forward + backward pass of ``batch`` images of ``shape`` needs, with ``state_images``
+    image-sized fp32 tensors (an optimizer's state) on top."""
     pixels = shape[0] * shape[1]
     probe = (min(shape[0], PROBE), min(shape[1], PROBE))
     parameter = next(model.net.parameters(), None)
     value_bytes = (model.autocast or (parameter.dtype if parameter is not None else torch.float32)).itemsize
     activations = BACKWARD_FACTOR * batch * values_per_pixel(model, layers, probe) * pixels * value_bytes
-    return int(activations + IMAGE_COPIES[optimizer] * 3 * pixels * 4)
+    return int(activations + state_images * 3 * pixels * 4)
 
 
 def check_fits(
-    model: HookedModel, layers: Sequence[str], shape: tuple[int, ...], optimizer: str | None = None, batch: int = 1,
+    model: HookedModel, layers: Sequence[str], shape: tuple[int, ...], state_images: int = WORKING_IMAGES, batch: int = 1,
 ) -> None:
     """Refuse a run that will not fit in free memory, naming the largest long side that would.
-    ``shape`` ends with (H, W)."""
+    ``shape`` ends with (H, W); ``state_images``: see ``needed_bytes``."""
     free = available_bytes(model.device)
     if free is None:
         return
     shape = tuple(shape[-2:])
-    need = needed_bytes(model, layers, shape, optimizer, batch)
+    need = needed_bytes(model, layers, shape, state_images, batch)
     if need <= free:
         return
     fits = int(max(shape) * math.sqrt(free / need))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnviz import __version__
-from cnnviz.core.images import atomic_write
+from cnnviz.core.files import atomic_write
 
 
 @dataclass

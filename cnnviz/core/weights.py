@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import pickle
 import re
-import warnings
 import urllib.error
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources

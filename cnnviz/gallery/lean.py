@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from cnnviz.core.images import atomic_write
+from cnnviz.core.files import atomic_write
 from cnnviz.errors import CnnvizError
 from cnnviz.gallery.site import build_site
 
@@ -43,8 +43,8 @@ def publish(build: str | Path, dest: str | Path) -> Path:
         with Image.open(sidecar.with_suffix(".png")) as im:
             rgb = im.convert("RGB")
         webp = dest / f"{sidecar.stem}.webp"
-        atomic_write(webp, lambda tmp: rgb.save(tmp, format="WEBP", quality=QUALITY, method=6))
-        atomic_write(dest / sidecar.name, lambda tmp: shutil.copyfile(sidecar, tmp))
+        atomic_write(webp, lambda tmp, rgb=rgb: rgb.save(tmp, format="WEBP", quality=QUALITY, method=6))
+        atomic_write(dest / sidecar.name, lambda tmp, sidecar=sidecar: shutil.copyfile(sidecar, tmp))
         kept |= {webp.name, sidecar.name}
     for path in dest.iterdir():
         if path.is_file() and path.suffix in OWNED and path.name not in kept:

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from cnnviz import __version__  # noqa: E402
-from cnnviz.core.images import atomic_write  # noqa: E402
+from cnnviz.core.files import atomic_write  # noqa: E402
 from cnnviz.gallery.sections import SECTIONS  # noqa: E402
 
 GRID_FORMATS = (".png", ".webp")

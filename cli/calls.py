@@ -20,7 +20,7 @@ import typer
 import typer.main
 
 from cnnviz import __version__
-from cnnviz.gallery.grid import recording
+from cnnviz.figures import recording
 
 UNSHOWN = {"out", "quiet", "device", "threads"}
 """Options that change where and how fast a figure is made, not what it shows."""

@@ -1,4 +1,5 @@
-"""The one grid module: every figure has the same cell size, caption style and axis meaning.
+"""Every grid and picture the analyzers' results are drawn as: one cell size, one caption style, one axis
+meaning per analyzer. Analyzers return data (images, maps, patches, records); this module draws them.
 
 Captions come from run records (the sidecars), so a grid says how each cell was made.
 """
@@ -21,9 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from cnnviz.core.images import atomic_write  # noqa: E402
+from cnnviz.analyzers.patches import BORDER, Patches  # noqa: E402
+from cnnviz.core.files import atomic_write  # noqa: E402
 
 CELL_INCHES = 2.2
 DPI = 120
@@ -157,3 +160,39 @@ def draw_grid(
     text = json.dumps(sidecar, indent=2)
     atomic_write(png.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
     return png
+
+
+def patch_rows(result: Patches) -> list[list[Cell | None]]:
+    """The patches grid's rows: each patch with its activation (and its guided map beside it)."""
+    rows = []
+    for r in range(len(result.channels)):
+        row: list[Cell | None] = []
+        for k in range(result.values.shape[1]):
+            if result.source[r, k] < 0:
+                row += [None] * (1 if result.guided is None else 2)
+                continue
+            name = Path(result.sources[int(result.source[r, k])]).stem
+            label = f"{float(result.values[r, k]):.3g} · {name} {int(result.size[r, k])}"
+            row.append(Cell(result.patches[r, k].unsqueeze(0), label))
+            if result.guided is not None:
+                row.append(Cell(result.guided[r, k].unsqueeze(0)))
+        if all(cell is None for cell in row):
+            row[0] = Cell(torch.full_like(result.patches[r, :1], BORDER), "no positive activation")
+        rows.append(row)
+    return rows
+
+
+def draw_patches(result: Patches, path: str | Path) -> Path:
+    """Draw the top patches as a grid (rows: channels) into a PNG whose sidecar holds the run record and
+    every patch's listing; returns the PNG path."""
+    top = result.values.shape[1]
+    cols = [f"#{k + 1}" for k in range(top)]
+    if result.guided is not None:
+        cols = [title for k in range(top) for title in (f"#{k + 1}", "guided")]
+    params = result.record.params
+    title = (f"Top patches, {result.record.model} ({result.record.weights}) {result.layer}: receptive field "
+             f"{params['receptive_field']} px, stride {params['stride']}; {params['images']} images at "
+             f"{params['sizes']} px")
+    extra = {"record": json.loads(result.record.to_json()), "patches": result.listing()}
+    rows = [f"channel {c}\nmean {float(result.means[c]):.3g}" for c in result.channels]
+    return draw_grid(patch_rows(result), path, col_titles=cols, row_titles=rows, title=title, analyzer="patches", extra=extra)

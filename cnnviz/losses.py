@@ -1,7 +1,12 @@
-"""Loss terms from the papers, as pure functions, and ``Objective``: named, weighted terms over one forward.
+"""Loss terms from the papers and ``Loss``, the named, weighted terms the engine minimises.
 
-Every term takes activations (and the image, RGB in [0, 1]) and returns a scalar to minimise;
-an ``Objective`` runs the model once, to the deepest layer any term needs, and reports each term.
+Pure functions (pystiche's ``loss.functional``): ``gram`` (G = FFᵀ, with its one-matmul autograd kernel),
+``style_layer_loss`` (Gatys et al.'s E_l), ``content_loss``, ``feature_loss`` (Mahendran & Vedaldi).
+Terms built on them: ``content_term`` and ``style_term``, each normalised by ``energy``, the loss an
+all-zero activation would have, so that one weight suits every layer and network. Every term takes
+activations (and the image, RGB in [0, 1]) and returns a scalar to minimise; a ``Loss`` runs the model
+once, to the deepest layer any term needs, and reports each term. The image priors (TV, α-norm, L2) are
+in ``cnnviz.optvis.regularizers``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,10 @@ import torch
 from torch import Tensor
 
 from cnnviz.core.hooked import HookedModel
+from cnnviz.errors import CnnvizError
+
+Activations = dict[str, Tensor]
+"""Layer name -> activation, as ``HookedModel`` returns them."""
 
 
 def gram(features: Tensor, normalize: bool = True, dtype: torch.dtype | None = None) -> Tensor:
@@ -110,47 +119,11 @@ def feature_loss(features: Tensor, target: Tensor) -> Tensor:
     return (features - target).pow(2).sum() / target.pow(2).sum().clamp_min(1e-12)
 
 
-def tv_loss(image: Tensor, beta: float = 2.0) -> Tensor:
-    """R_TV^β = mean over pixels of ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^(β/2).
+def energy(loss: Callable[[Tensor, Tensor], Tensor], target: Tensor) -> Tensor:
+    """``loss`` of an all-zero input against ``target``: the scale a term is divided by, so that it starts
+    near 1 whatever the layer's activation magnitude (Gatys et al. rescaled the network's weights instead)."""
+    return loss(torch.zeros_like(target), target).clamp_min(1e-12)
 
-    Mahendran & Vedaldi sum over pixels; the mean keeps one weight right at any image size.
-    Pixel differences are in [0, 1] units.
-    """
-    dx = image[..., :-1, 1:] - image[..., :-1, :-1]
-    dy = image[..., 1:, :-1] - image[..., :-1, :-1]
-    squared = (dx.pow(2) + dy.pow(2)).sum(dim=1)
-    if beta == 2.0:
-        return squared.mean()
-    return (squared + 1e-8).pow(beta / 2).mean()
-
-
-def alpha_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
-    """Mean |x|^α (Mahendran & Vedaldi's bounded-range prior), on the model's input."""
-    return x.abs().pow(alpha).mean()
-
-
-def l2_norm(x: Tensor) -> Tensor:
-    """Mean squared value, ‖I‖² / size (Simonyan et al. 2014's regulariser)."""
-    return x.pow(2).mean()
-
-
-def channel_mean(activation: Tensor, channel: int) -> Tensor:
-    """Mean activation of one channel, per batch item (B,) (Lucid's ``channel`` objective).
-
-    On (B, C) outputs such as ``logits`` this is the score of class ``channel``.
-    """
-    return activation[:, channel].reshape(activation.shape[0], -1).mean(dim=1)
-
-
-def neuron(activation: Tensor, channel: int, y: int | None = None, x: int | None = None) -> Tensor:
-    """One unit per batch item (B,): channel at (y, x); the centre when the position is not given."""
-    if activation.dim() == 2:
-        return activation[:, channel]
-    h, w = activation.shape[-2:]
-    return activation[:, channel, h // 2 if y is None else y, w // 2 if x is None else x]
-
-
-Activations = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
@@ -163,8 +136,9 @@ class Term:
     fn: Callable[[Activations, Tensor], Tensor]
 
 
-class Objective:
-    """The sum of terms to minimise, from one forward pass to the deepest layer any term needs.
+class Loss:
+    """What the engine minimises: named, weighted terms from one forward pass to the deepest layer any term
+    needs; called on an image, it returns each term's weighted value (their sum is the loss).
 
     Terms get the activations in the network's own dtype (bf16 under bf16 autocast) and promote them
     to float32 as they compute (``F − P`` with a float32 target, ``gram``), so each loss is float32."""
@@ -180,83 +154,49 @@ class Objective:
         return {t.name: t.weight * t.fn(acts, image) for t in self.terms}
 
 
-def targets(model: HookedModel, image: Tensor, layers: Sequence[str]) -> Activations:
-    """Activations of a reference image, computed once without grad."""
+def reference_activations(model: HookedModel, image: Tensor, layers: Sequence[str]) -> Activations:
+    """Activations of a reference image (a photo to invert, a style), computed once without grad."""
     with torch.no_grad():
         return {k: v.detach() for k, v in model(image, layers).items()}
 
 
-class Score:
-    """A differentiable score to maximise, one scalar from the activations of named layers (Lucid's
-    objectives). Scores compose: ``a + 0.5 * b``, ``a - b``, ``a * b``, ``-a``, ``a / 2``; the sum's
-    gradient is the sum of the gradients."""
+def content_term(weight: float, reference: Tensor, model: HookedModel, layers: Sequence[str]) -> Term:
+    """α · mean over layers of ½Σ(F − P)² / ½ΣP², with P and ½ΣP² from ``reference`` (computed once)."""
+    p = reference_activations(model, reference, layers)
+    scale = {layer: energy(content_loss, p[layer]) for layer in layers}
 
-    def __init__(self, fn: Callable[[Activations], Tensor], layers: Sequence[str], name: str) -> None:
-        self.fn = fn
-        self.layers = tuple(dict.fromkeys(layers))
-        self.name = name
+    def loss(acts: Activations, image: Tensor) -> Tensor:
+        return sum(content_loss(acts[layer], p[layer]) / scale[layer] for layer in layers) / len(layers)
 
-    def __call__(self, acts: Activations) -> Tensor:
-        return self.fn(acts)
-
-    def __repr__(self) -> str:
-        return self.name
-
-    def _join(self, other: Score | float, op: Callable[[Tensor, Tensor | float], Tensor], symbol: str) -> Score:
-        if isinstance(other, Score):
-            return Score(lambda acts: op(self(acts), other(acts)), self.layers + other.layers, f"({self.name} {symbol} {other.name})")
-        return Score(lambda acts: op(self(acts), float(other)), self.layers, f"({self.name} {symbol} {other:g})")
-
-    def __add__(self, other: Score | float) -> Score:
-        return self._join(other, lambda a, b: a + b, "+")
-
-    def __radd__(self, other: float) -> Score:
-        return self if other == 0 else self + other
-
-    def __sub__(self, other: Score | float) -> Score:
-        return self._join(other, lambda a, b: a - b, "−")
-
-    def __mul__(self, other: Score | float) -> Score:
-        return self._join(other, lambda a, b: a * b, "×")
-
-    def __rmul__(self, other: float) -> Score:
-        return Score(lambda acts: float(other) * self(acts), self.layers, f"{other:g}·{self.name}")
-
-    def __truediv__(self, other: float) -> Score:
-        return self * (1.0 / float(other))
-
-    def __neg__(self) -> Score:
-        return -1.0 * self
+    return Term("content", weight, tuple(layers), loss)
 
 
-def _items(values: Tensor, items: Sequence[int] | None) -> Tensor:
-    """The sum of per-item ``values`` (B,) over ``items`` (None: all)."""
-    return (values if items is None else values[list(items)]).sum()
+def gram_targets(model: HookedModel, images: Sequence[Tensor], weights: Sequence[float], layers: Sequence[str]) -> dict[str, Tensor]:
+    """Ĝ per layer: the blend Σ_s w_s Ĝ_s of the style images' normalised Grams (computed once, no grad)."""
+    grams: dict[str, Tensor] = {}
+    for image, weight in zip(images, weights):
+        for layer, act in reference_activations(model, image, layers).items():
+            g = weight * gram(act)
+            grams[layer] = grams[layer] + g if layer in grams else g
+    return grams
 
 
-def channel_score(layer: str, channel: int, items: Sequence[int] | None = None) -> Score:
-    """A channel's mean activation (a class score on ``logits``), summed over batch ``items`` (None: all)."""
-    return Score(lambda acts: _items(channel_mean(acts[layer], channel), items), [layer], f"{layer}:{channel}")
+def style_term(
+    weight: float, grams: dict[str, Tensor], layer_weights: Sequence[float] | None = None, name: str = "style",
+    dtype: torch.dtype | None = None,
+) -> Term:
+    """β · Σ_l w_l E_l / Ê_l over the layers of ``grams`` (w_l = 1/|L| by default), Ê_l = ``energy``: E_l of
+    an all-zero image, so the style loss is Σ_l w_l ‖G − Ĝ‖² / ‖Ĝ‖². The Grams of the image's features are
+    computed in ``dtype`` (the network's autocast dtype, see ``gram``)."""
+    layers = tuple(grams)
+    if layer_weights is None:
+        layer_weights = [1.0 / len(layers)] * len(layers)
+    if len(layer_weights) != len(layers):
+        raise CnnvizError(f"{len(layers)} style layers but {len(layer_weights)} layer weights")
+    scale = {layer: energy(style_layer_loss, g) for layer, g in grams.items()}
 
+    def loss(acts: Activations, image: Tensor) -> Tensor:
+        return sum(w * style_layer_loss(gram(acts[layer], dtype=dtype), grams[layer]) / scale[layer]
+                   for w, layer in zip(layer_weights, layers))
 
-def neuron_score(layer: str, channel: int, y: int | None = None, x: int | None = None,
-                 items: Sequence[int] | None = None) -> Score:
-    """One unit (the centre if no position is given), summed over batch ``items``."""
-    return Score(lambda acts: _items(neuron(acts[layer], channel, y, x), items), [layer], f"{layer}:{channel}@{y},{x}")
-
-
-def diversity(layer: str, items: Sequence[int] | None = None) -> Score:
-    """Minus the mean cosine similarity between the Gram matrices of ``layer`` of each pair of batch
-    ``items`` (Olah et al. 2017): adding λ·diversity to a score pushes the images of a batch apart
-    in style while each keeps the score high. Zero for a single image."""
-
-    def fn(acts: Activations) -> Tensor:
-        features = acts[layer] if items is None else acts[layer][list(items)]
-        b = features.shape[0]
-        if b < 2:
-            return features.new_zeros(())
-        grams = torch.nn.functional.normalize(gram(features).flatten(1), dim=1)
-        similarity = grams @ grams.T
-        return -(similarity.sum() - similarity.diagonal().sum()) / (b * (b - 1))
-
-    return Score(fn, [layer], f"diversity({layer})")
+    return Term(name, weight, layers, loss)

@@ -10,17 +10,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cnnviz.core.images import mix_channels
+
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
 
 
 def rgb_to_yiq(image: Tensor) -> Tensor:
     """(B, 3, H, W) RGB -> YIQ."""
-    return torch.einsum("ij,bjhw->bihw", _RGB_TO_YIQ.to(image), image)
+    return mix_channels(_RGB_TO_YIQ, image)
 
 
 def yiq_to_rgb(image: Tensor) -> Tensor:
     """(B, 3, H, W) YIQ -> RGB."""
-    return torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_YIQ).to(image), image)
+    return mix_channels(torch.linalg.inv(_RGB_TO_YIQ), image)
 
 
 def luminance(image: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ reproducible from its seed. Uncovered areas are filled with grey (0.5).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cnnviz.errors import CnnvizError
+from cnnviz.optim.settings import Transform
 
 GREY = 0.5
-Transform = Callable[[Tensor, torch.Generator], Tensor]
 
 
 def _uniform(low: float, high: float, generator: torch.Generator) -> float:
@@ -80,13 +80,6 @@ class RandomRotate:
         return _affine(image, 1.0, _uniform(-self.degrees, self.degrees, generator))
 
 
-def compose(transforms: Sequence[Transform], image: Tensor, generator: torch.Generator) -> Tensor:
-    """Apply ``transforms`` in order."""
-    for transform in transforms:
-        image = transform(image, generator)
-    return image
-
-
 def standard(pad: int = 12, jitter: int = 8, scale: tuple[float, float] = (0.9, 1.1), degrees: float = 10.0) -> tuple[Transform, ...]:
     """The robustness recipe of Olah et al. 2017: pad, a coarse jitter, a random zoom of ±10 %, a random
     turn of ±10°, then a fine jitter of half the coarse one (which hides the resampling's grid)."""
@@ -121,7 +114,8 @@ def parse(spec: str) -> tuple[Transform, ...]:
         except (TypeError, ValueError):
             raise CnnvizError(f"bad value in --transforms '{item.strip()}' (e.g. pad=12, jitter=8, scale=0.9:1.1, rotate=10)") from None
         values = [v for v in vars(transform).values()]
-        if not all(math.isfinite(v) and v >= 0 for v in values) or (isinstance(transform, RandomScale) and not 0 < transform.low <= transform.high):
+        bad_zoom = isinstance(transform, RandomScale) and not 0 < transform.low <= transform.high
+        if not all(math.isfinite(v) and v >= 0 for v in values) or bad_zoom:
             raise CnnvizError(f"bad value in --transforms '{item.strip()}': sizes and angles at least 0, a zoom range low:high > 0")
         parts.append(transform)
     return tuple(parts)

@@ -31,8 +31,9 @@ import torch
 from torch import Tensor
 from torch.optim.lbfgs import _strong_wolfe
 
-from cnnviz.graphs import capture
+from cnnviz.optim.graphs import graphed
 
+HISTORY = 50  # curvature pairs kept
 CURVATURE_MIN = 1e-10
 LINE_SEARCHES = ("strong_wolfe", "backtracking", None)
 MAX_STEP = 0.1  # without a line search: the largest change of one value per iteration (pixels are in [0, 1])
@@ -46,7 +47,7 @@ class CurvaturePairs:
     """The last ``m`` pairs s = x_{k+1} − x_k, y = g_{k+1} − g_k in a ring, with their inner products.
 
     The ring's newest slot is a device tensor, so ``update`` is the same sequence of kernels at every
-    call (on a GPU, ``graphed`` records it once as a CUDA graph)."""
+    call (on a GPU, ``cnnviz.optim.graphs.graphed`` records it once as a CUDA graph)."""
 
     def __init__(self, m: int, n: int, like: Tensor) -> None:
         self.m = m
@@ -108,38 +109,6 @@ class CurvaturePairs:
         return self.direction(g, self.add(taken, g - previous, g))
 
 
-class _Graphed:
-    """``fn`` on a CUDA GPU: the first call runs eagerly (which initialises the libraries it calls), the
-    second records it as a CUDA graph, and from then on each call replays it, so that its ~50 small
-    kernels cost one launch; eagerly for good if the capture fails. ``fn`` takes tensors and returns a
-    tensor (handed out as a copy) or None, and keeps any state in tensors it updates in place."""
-
-    def __init__(self, fn: Callable[..., Tensor | None], what: str) -> None:
-        self.fn = fn
-        self.what = what
-        self.calls = 0
-        self.inputs: list[Tensor] = []
-        self.recorded: tuple[torch.cuda.CUDAGraph, Tensor | None] | None = None
-
-    def __call__(self, *args: Tensor) -> Tensor | None:
-        self.calls += 1
-        if self.calls == 2:
-            self.inputs = [a.clone() for a in args]
-            self.recorded = capture(lambda: self.fn(*self.inputs), self.what)
-        if self.recorded is None:
-            return self.fn(*args)
-        graph, output = self.recorded
-        for static, value in zip(self.inputs, args):
-            static.copy_(value)
-        graph.replay()
-        return None if output is None else output.clone()
-
-
-def graphed(fn: Callable[..., Tensor | None], like: Tensor, what: str = "L-BFGS") -> Callable[..., Tensor | None]:
-    """``fn``, replayed as a CUDA graph where ``like`` is on a CUDA GPU (``_Graphed``)."""
-    return _Graphed(fn, what) if like.device.type == "cuda" else fn
-
-
 def _flat(tensors: Iterable[Tensor]) -> Tensor:
     """The tensors as one new flat vector."""
     return torch.cat([t.reshape(-1) for t in tensors])
@@ -163,7 +132,7 @@ class LBFGS(torch.optim.Optimizer):
     """
 
     def __init__(
-        self, params: Iterable[Tensor], lr: float = 1.0, max_iter: int = 20, history_size: int = 50,
+        self, params: Iterable[Tensor], lr: float = 1.0, max_iter: int = 20, history_size: int = HISTORY,
         line_search: str | None = "strong_wolfe",
     ) -> None:
         if line_search not in LINE_SEARCHES:
@@ -197,7 +166,7 @@ class LBFGS(torch.optim.Optimizer):
         lr = self.param_groups[0]["lr"]
         if self._update is None:
             self.memory = CurvaturePairs(self.param_groups[0]["history_size"], g.numel(), g)
-            self._update = graphed(self.memory.update, g)
+            self._update = graphed(self.memory.update, g, "L-BFGS")
             return -g, (1.0 / g.abs().sum().double()).clamp(max=1.0) * lr
         return self._update(g, *self._last), lr
 

@@ -1,0 +1,15 @@
+"""Progress of a scan over an image set, as reported to a callback (the core never prints; the CLI and
+notebooks render these records)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tick:
+    """``images`` of ``total`` run at every size after ``seconds``."""
+
+    images: int
+    total: int
+    seconds: float
