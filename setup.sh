@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up cnnviz in a cached virtualenv, then run the demo or the tests.
 #   ./setup.sh demo    set up, then build the quick gallery on the bundled networks and images (offline)
-#   ./setup.sh test    set up, then run the test suite
+#   ./setup.sh test    set up, then lint (ruff) and run the test suite
 # The venv lives outside the clone, keyed by the Python version and the torch pins, so a second
 # run (or CI on the same machine) reuses it: CNNVIZ_CACHE (default ~/.cache/cnnviz).
 set -euo pipefail
@@ -44,4 +44,5 @@ if [ ! -f "$h5" ]; then
   rm -rf "$tmp"
 fi
 [ -f "$h5" ] && export CNNVIZ_HED_H5="$h5"
+"$venv/bin/ruff" check .   # lint and import order (pyproject.toml's [tool.ruff])
 "$venv/bin/python" -m pytest -q

@@ -56,7 +56,7 @@ def command(
         raise CnnvizError("give a content image and at least one style image (or none for the bundled demo)")
     if sweep not in (None, *SWEEPS):
         raise CnnvizError(f"unknown --sweep '{sweep}' (choices: {', '.join(SWEEPS)})")
-    check_finite(content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight)
+    check_finite(**{"content-weight/--alpha": content_weight, "style-weight/--beta": style_weight}, tv_weight=tv_weight)
     settings = loop.settings(run)
     content, styles = images[0], images[1:]
     stem = "_".join(image_stem(i) for i in images)
