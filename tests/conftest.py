@@ -13,7 +13,8 @@ import torch
 from cnnviz.core.hooked import load_model
 
 torch.set_num_threads(os.cpu_count() or 1)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the quality metrics the benchmarks report
+for folder in ("benchmarks", "scripts"):  # the benchmarks' quality metrics; the headless browser the screenshot script drives
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / folder))
 
 
 @pytest.fixture(autouse=True)

@@ -106,8 +106,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The dtype the network's forward is autocast to for ``precision`` on ``device`` (None: plain fp32).
 
     ``auto`` is bf16 where the hardware computes it natively, and fp32 elsewhere: on a CPU with AMX or
-    AVX512-BF16 (about twice as fast as fp32 there) and on a GPU with bf16 tensor cores (on the measured
-    H200, a 512 px transfer evaluates in 2.5 ms against TF32's 3.3 ms; benchmarks/RESULTS.md).
+    AVX512-BF16, and on a GPU with bf16 tensor cores, where it is the faster of the two (the measurements:
+    benchmarks/RESULTS.md).
     """
     check_precision(precision, device)
     if precision == "auto":

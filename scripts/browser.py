@@ -1,5 +1,5 @@
 """Open a gallery page in headless Chromium (Selenium with the system's chromedriver): load every image,
-read the console, take a screenshot. Used by ``scripts/screenshot.py`` and the browser test.
+read the console, take a screenshot. Used by ``screenshot.py`` beside it and by the gallery's browser test.
 
 Nothing is downloaded: Chromium and chromedriver come from the system (Debian's ``chromium`` and
 ``chromium-driver``), and Selenium is told not to fetch a driver of its own.
