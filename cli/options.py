@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from cnnviz.cli.parse import parse_ints
-from cnnviz.core.device import check_precision, resolve_device, set_threads
+from cnnviz.core.device import check_precision, check_threads, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
 from cnnviz.optim.settings import LINE_SEARCH_NAMES, Settings
 
@@ -59,8 +59,7 @@ class Run:
 
     def check(self) -> None:
         """Find bad options before any work: threads, device, precision, and an output folder that can be written."""
-        if self.threads is not None and self.threads < 1:
-            raise CnnvizError(f"--threads must be at least 1, got {self.threads}")
+        check_threads(self.threads)
         check_precision(self.precision, resolve_device(self.device))
         check_out(self.out)
 

@@ -25,6 +25,8 @@ from PIL import Image
 
 from cnnviz import __version__
 
+from conftest import run_cli
+
 SHARED = ("--model", "--weights", "--device", "--precision", "--threads", "--out", "--seed", "--quiet")
 LOOP = ("--optimizer", "--iters", "--lr", "--scales", "--save-every")
 COMMANDS = {
@@ -37,9 +39,9 @@ ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
 FAST = ("--device", "cpu", "--size", "32", "--iters", "2", "--threads", "1")
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cnnviz", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or ENV)
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The command line with plain help text (``ENV``)."""
+    return run_cli(*args, timeout=300, env=ENV)
 
 
 def help_options(text: str) -> set[str]:

@@ -33,10 +33,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
-def set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads (default: all cores)."""
+def check_threads(threads: int | None) -> None:
+    """A thread count must be at least 1 (None: all cores)."""
     if threads is not None and threads < 1:
         raise CnnvizError(f"--threads must be at least 1, got {threads}")
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (default: all cores)."""
+    check_threads(threads)
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 

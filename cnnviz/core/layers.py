@@ -19,7 +19,7 @@ from cnnviz.errors import unknown
 
 LOGITS = "logits"
 
-# The 16 relu layers of VGG-16 from relu1_1 to relu5_3, the inversion sweep of Mahendran & Vedaldi's figure.
+# The 13 relu layers of VGG-16 from relu1_1 to relu5_3, the inversion sweep of Mahendran & Vedaldi's figure.
 VGG16_RELUS = (
     "relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3",
     "relu4_1", "relu4_2", "relu4_3", "relu5_1", "relu5_2", "relu5_3",
