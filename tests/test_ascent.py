@@ -9,17 +9,21 @@ from cnnviz.analyzers.ascent import (
     DEFAULT_BLUR,
     DEFAULT_CLIP,
     DEFAULT_JITTER,
+    Recipe,
     ascend,
+    ascend_many,
     default_settings,
     gradient_scale,
     target_for,
 )
 from cnnviz.analyzers.common import zero_image
 from cnnviz.analyzers.target import Target
+from cnnviz.core import memory
 from cnnviz.core.hooked import load_model
 from cnnviz.errors import CnnvizError
 from cnnviz.figures import CELL_INCHES, DPI
 from cnnviz.gallery.plan import ROWS, row
+from cnnviz.optim.settings import state_images
 from cnnviz.optvis.regularizers import Blur, Clip, Decay
 from cnnviz.optvis.transforms import Jitter
 
@@ -131,3 +135,21 @@ def test_cli_regularizer_grid_of_classes_with_sidecars(tmp_path):
     assert record["params"]["l2_weight"] > 0 and len(record["params"]["regularizers"]) == 2
     none = json.loads((tmp_path / "ascent_brick_none.json").read_text())["params"]
     assert none["l2_weight"] == 0 and none["regularizers"] == [] and none["transforms"] == []
+
+
+def test_diverse_class_copies_on_a_vgg_with_its_classifier_compare_its_last_spatial_relu():
+    full = load_model("vgg16", weights="random", device="cpu")
+    outputs = ascend_many(full, [target_for(full, 32, 3)], size=32, copies=2, diversity=10.0, recipe=Recipe("fft", True, 0.0),
+                          settings=default_settings(iters=1, regularizers=(), transforms=()))
+    assert [o.record.layers for o in outputs] == [["logits", "relu5_3"]] * 2
+    with pytest.raises(CnnvizError, match="--diversity-layer relu7 has no spatial map"):
+        ascend_many(full, [target_for(full, 32, 3)], size=32, copies=2, diversity=10.0, diversity_layer="relu7",
+                    settings=default_settings(iters=1))
+
+
+def test_copies_that_do_not_fit_together_are_refused_naming_how_many_do(vgg, monkeypatch):
+    one = memory.needed_bytes(vgg, ["conv4_3"], (64, 64), state_images("adam"))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: int(2.5 * one))
+    target = target_for(vgg, 64, layer="conv4_3", channel=1)
+    with pytest.raises(CnnvizError, match=r"4 copies .* \(about 2 do\): use --copies 2"):
+        ascend_many(vgg, [target], size=64, copies=4, settings=default_settings(iters=1, regularizers=(), transforms=()))

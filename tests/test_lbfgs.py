@@ -68,6 +68,18 @@ def test_a_pair_without_positive_curvature_is_masked_not_used():
     torch.testing.assert_close(memory.direction(g), two_loop(pairs[:2], g), rtol=1e-9, atol=1e-9)
 
 
+def test_a_rejected_pair_evicts_no_older_pair():
+    """Nocedal & Wright skip a pair without positive curvature and leave the memory unchanged: with a full
+    ring, the oldest good pair must still count afterwards, and the next good pair evicts it as usual."""
+    pairs, g, memory = _memory(5, 4, n=8, m=3)
+    for s, y in pairs[:3]:
+        memory.add(s, y)
+    memory.add(pairs[3][0], -pairs[3][1])  # sᵀy < 0: rejected
+    torch.testing.assert_close(memory.direction(g), two_loop(pairs[:3], g), rtol=1e-9, atol=1e-9)
+    memory.add(*pairs[3])
+    torch.testing.assert_close(memory.direction(g), two_loop(pairs[1:4], g), rtol=1e-9, atol=1e-9)
+
+
 def rosenbrock(x: torch.Tensor) -> torch.Tensor:
     return (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
 

@@ -30,3 +30,9 @@ def test_cli_refuses_a_huge_size_at_once(tmp_path):
     result = run_cli("invert", "--size", "20000", "--iters", "1", "--device", "cpu", "--out", str(tmp_path), timeout=120)
     assert result.returncode == 2 and "use --size" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_optimizer_state_of_every_image_of_a_batch_is_counted(vgg):
+    """Activations and the optimizer's state both grow with the batch: four images need four times one."""
+    one = memory.needed_bytes(vgg, ["relu2_2"], (64, 64), state_images("lbfgs"))
+    assert memory.needed_bytes(vgg, ["relu2_2"], (64, 64), state_images("lbfgs"), batch=4) == pytest.approx(4 * one, rel=1e-6)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from cnnviz.analyzers.common import Output, record, zero_image
+from cnnviz.analyzers.saliency.gradcam import cam_layer
 from cnnviz.analyzers.target import Target, check_target_given, class_probabilities, resolve_target
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import check_size
@@ -150,7 +151,8 @@ def ascend_many(
     """Maximise each of ``targets``, ``copies`` images each, as few batched runs as memory allows;
     one ``Output`` per image, target by target. With ``diversity`` λ > 0 each target's copies also
     maximise λ·diversity at ``diversity_layer`` (default: the target's layer if spatial, else the
-    last spatial ReLU). The progress callback sees S, the targets' mean real score."""
+    last spatial ReLU before it). All copies of a target run in one batch: where they do not fit, the
+    run is refused, naming how many do. The progress callback sees S, the targets' mean real score."""
     recipe, settings = recipe or Recipe(), settings or default_settings()
     recipe.check()
     check_size(size)
@@ -160,11 +162,15 @@ def ascend_many(
         raise CnnvizError("blur, clip and decay work on pixels: turn them off with --param fft or --decorrelate")
     if not targets:
         raise CnnvizError("nothing to maximise: give at least one target")
-    layers = {t: [t.layer] + ([_diversity_layer(model, t, diversity_layer)] if diversity and copies > 1 else [])
+    layers = {t: [t.layer] + ([_diversity_layer(model, t, diversity_layer, size)] if diversity and copies > 1 else [])
               for t in targets}
     viewed = tuple(compose(settings.transforms, torch.zeros(1, 3, size, size), torch.Generator()).shape[-2:])
-    per_run = _batch_that_fits(model, sorted({name for names in layers.values() for name in names}), viewed,
-                               state_images(settings.optimizer), len(targets) * copies) // copies or 1
+    fits = _batch_that_fits(model, sorted({name for names in layers.values() for name in names}), viewed,
+                            state_images(settings.optimizer), len(targets) * copies)
+    if fits < copies:
+        raise CnnvizError(f"{copies} copies of a {size} px image do not fit in memory together (about {fits} do): "
+                          f"use --copies {fits} or a smaller --size")
+    per_run = fits // copies
     outputs: list[Output] = []
     for first in range(0, len(targets), per_run):
         chunk = list(targets[first:first + per_run])
@@ -172,13 +178,17 @@ def ascend_many(
     return outputs
 
 
-def _diversity_layer(model: HookedModel, target: Target, chosen: str | None) -> str:
-    if chosen is not None:
-        model.table.get(chosen)
-        return chosen
-    if target.layer != LOGITS and model.table.get(target.layer).kind != "linear":
-        return target.layer
-    return model.table.names("relu")[-1]
+def _diversity_layer(model: HookedModel, target: Target, chosen: str | None, size: int) -> str:
+    """The layer whose Grams diversity compares: ``chosen`` (which must keep a spatial map), else the
+    target's layer if it keeps one, else Grad-CAM's default (the last spatial ReLU up to the target)."""
+    probe = zero_image(model, (1, 3, size, size))
+    layer = model.table.get(chosen or target.layer).name
+    with torch.no_grad():
+        spatial = model(probe, [layer])[layer].dim() == 4
+    if chosen is not None and not spatial:
+        raise CnnvizError(f"--diversity-layer {layer} has no spatial map to compare Gram matrices of: choose a convolution "
+                          "or ReLU layer")
+    return layer if spatial else cam_layer(model, target, probe)
 
 
 def _ascend_batch(

@@ -119,7 +119,7 @@ class _Pool:
 
     def __init__(self, channels: int, size: int) -> None:
         self.size = size
-        self.values = torch.full((channels, size), -math.inf, dtype=torch.float64)
+        self.values = torch.full((channels, size), -math.inf)
         self.where = torch.full((channels, size, 3), -1, dtype=torch.long)
 
     def add(self, values: Tensor, where: Tensor) -> None:
@@ -245,7 +245,7 @@ def _scan(
     """Stream the set through the network once: the candidate pool, every channel's mean activation and
     each item's (image x size) shape."""
     pool = _Pool(channels, top * len(sizes) * POOL_PER_SIZE)
-    total = torch.zeros(channels, dtype=torch.float64)
+    total = torch.zeros(channels)
     shapes: dict[int, tuple[int, int]] = {}
     waiting: dict[int, int] = {}  # images read but not yet run at every size: their sizes to go
     done = 0
@@ -263,11 +263,11 @@ def _scan(
     for items, x in _batches(read(), batch):
         with torch.no_grad():
             act = model(x, [layer])[layer]
-        total += act.mean(dim=(2, 3)).sum(dim=0).double().cpu()
+        total += act.mean(dim=(2, 3)).sum(dim=0).float().cpu()
         values, ys, xs = _peaks(act, _radius(field(model, layer, tuple(x.shape[-2:]))), top * POOL_PER_SIZE)
         item = torch.tensor(items, device=act.device).view(-1, 1, 1).expand_as(ys)
         where = torch.stack([item, ys, xs], dim=-1)
-        pool.add(values.transpose(0, 1).flatten(1).double().cpu(), where.transpose(0, 1).flatten(1, 2).cpu())
+        pool.add(values.transpose(0, 1).flatten(1).float().cpu(), where.transpose(0, 1).flatten(1, 2).cpu())
         for index in (i // len(sizes) for i in items):
             waiting[index] -= 1
             if not waiting[index]:
@@ -275,7 +275,7 @@ def _scan(
                 done += 1
         if callback is not None:
             callback(Tick(done, len(sources), time.perf_counter() - start))
-    return pool, (total / (len(sources) * len(sizes))).float(), shapes
+    return pool, total / (len(sources) * len(sizes)), shapes
 
 
 def _select(
@@ -311,7 +311,7 @@ def _gather(
     side = min(max(sample.size), MAX_PATCH)
     whole = torch.long
     out = {
-        "values": torch.full((rows, top), math.nan, dtype=torch.float64), "source": torch.full((rows, top), -1, dtype=whole),
+        "values": torch.full((rows, top), math.nan), "source": torch.full((rows, top), -1, dtype=whole),
         "size": torch.zeros(rows, top, dtype=whole), "y": torch.zeros(rows, top, dtype=whole),
         "x": torch.zeros(rows, top, dtype=whole), "boxes": torch.zeros(rows, top, 4, dtype=whole),
         "supports": torch.zeros(rows, top, 4, dtype=whole),

@@ -205,6 +205,17 @@ def mix_channels(matrix: Tensor, image: Tensor) -> Tensor:
     return torch.einsum("ij,bjhw->bihw", matrix.to(image), image)
 
 
+def quantile(values: Tensor, q: float) -> Tensor:
+    """The ``q`` quantile of each row of ``values`` (..., N), linearly interpolated as ``torch.quantile``
+    does, but in the values' own dtype: torch's computes its ranks in float64, which MPS does not have."""
+    n = values.shape[-1]
+    position = q * (n - 1)
+    low = int(position)
+    below = values.kthvalue(low + 1, dim=-1).values
+    above = values.kthvalue(min(low + 2, n), dim=-1).values
+    return below + (position - low) * (above - below)
+
+
 def to_pil(image: Tensor) -> Image.Image:
     """First image of a (B, 3, H, W) [0, 1] tensor as an 8-bit RGB Pillow image."""
     array = image.detach()[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()

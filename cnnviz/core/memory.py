@@ -64,13 +64,13 @@ def needed_bytes(
     model: HookedModel, layers: Sequence[str], shape: tuple[int, int], state_images: int = WORKING_IMAGES, batch: int = 1,
 ) -> int:
     """Bytes a forward + backward pass of ``batch`` images of ``shape`` needs, with ``state_images``
-    image-sized fp32 tensors (an optimizer's state) on top."""
+    image-sized fp32 tensors per image (an optimizer's state) on top."""
     pixels = shape[0] * shape[1]
     probe = (min(shape[0], PROBE), min(shape[1], PROBE))
     parameter = next(model.net.parameters(), None)
     value_bytes = (model.autocast or (parameter.dtype if parameter is not None else torch.float32)).itemsize
     activations = BACKWARD_FACTOR * batch * values_per_pixel(model, layers, probe) * pixels * value_bytes
-    return int(activations + state_images * 3 * pixels * 4)
+    return int(activations + batch * state_images * 3 * pixels * 4)
 
 
 def check_fits(

@@ -6,9 +6,9 @@ iteration, which on a GPU cost as much as the network's evaluation itself. Here 
 (2m, n) buffer and the direction comes from the compact representation of the inverse Hessian (Byrd,
 Nocedal & Schnabel 1994, Theorem 2.2): two passes over the buffer (as many as the two-loop recursion
 makes) and a few m × m operations, all on the device, and on a GPU replayed as one CUDA graph. A pair
-with sᵀy ≤ 1e-10 (no positive curvature) is stored as zeros and masked, so that even the curvature test
-needs no read. The step length comes from torch's strong-Wolfe line search or from a backtracking one
-made of tensors (below).
+with sᵀy ≤ 1e-10 (no positive curvature) is not stored, decided by tensors, so that even the curvature
+test needs no read; the ring's empty slots are masked. The step length comes from torch's strong-Wolfe
+line search or from a backtracking one made of tensors (below).
 
 Like torch's LBFGS, ``step(closure)`` runs up to ``max_iter`` iterations; unlike it, a later ``step``
 continues from the loss and gradient the previous one ended with instead of evaluating the same point
@@ -61,18 +61,19 @@ class CurvaturePairs:
         self.newest = torch.full((1,), m - 1, device=like.device, dtype=torch.long)
 
     def add(self, s: Tensor, y: Tensor, g: Tensor | None = None, keep: Tensor | None = None) -> Tensor | None:
-        """Store the pair (s, y), or a masked empty slot where its curvature sᵀy is not positive; with
-        ``g``, also return [S; Y] g, from the same pass over the buffer. ``keep`` (a 0-dim 0/1 tensor)
-        decides on the device whether the pair goes in at all: at 0 the newest slot is written again with
-        what it holds, so the memory stays as it was (a rejected trial step) without a read."""
+        """Store the pair (s, y) where its curvature sᵀy is positive; with ``g``, also return [S; Y] g, from
+        the same pass over the buffer. ``keep`` (a 0-dim 0/1 tensor) decides on the device whether the pair
+        may go in at all (a rejected trial step's does not). A pair that does not go in leaves the memory as
+        it was (Nocedal & Wright: the ring does not advance, no older pair is evicted): the newest slot is
+        written again with what it holds, so the kernels are the same and nothing is read back."""
         m = self.m
-        k = (self.newest + (1 if keep is None else keep.long())) % m
-        rows = torch.cat([k, k + m])
-        accept = (y.dot(s) > CURVATURE_MIN).to(s.dtype)
-        pair = torch.stack([s, y]) * accept  # (2, n)
+        write = (y.dot(s) > CURVATURE_MIN).to(s.dtype)
         if keep is not None:
-            pair = torch.where(keep > 0, pair, self.pairs.index_select(0, rows))
-            accept = torch.where(keep > 0, accept, 1 - self.masked.index_select(0, k).squeeze(0))
+            write = write * keep.to(s.dtype)
+        k = (self.newest + write.long()) % m
+        rows = torch.cat([k, k + m])
+        pair = torch.where(write > 0, torch.stack([s, y]), self.pairs.index_select(0, rows))  # (2, n)
+        accept = torch.where(write > 0, write, 1 - self.masked.index_select(0, k).squeeze(0))  # the slot holds a pair
         self.pairs.index_copy_(0, rows, pair)
         columns = pair if g is None else torch.cat([pair, g.unsqueeze(0)])
         products = self.pairs @ columns.T  # (2m, 2 or 3): [S s, S y (, S g); Y s, Y y (, Y g)]
@@ -167,7 +168,7 @@ class LBFGS(torch.optim.Optimizer):
         if self._update is None:
             self.memory = CurvaturePairs(self.param_groups[0]["history_size"], g.numel(), g)
             self._update = graphed(self.memory.update, g, "L-BFGS")
-            return -g, (1.0 / g.abs().sum().double()).clamp(max=1.0) * lr
+            return -g, (1.0 / g.abs().sum()).clamp(max=1.0) * lr
         return self._update(g, *self._last), lr
 
     @torch.no_grad()

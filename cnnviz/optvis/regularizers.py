@@ -14,6 +14,8 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from cnnviz.core.images import quantile
+
 
 def tv_loss(image: Tensor, beta: float = 2.0) -> Tensor:
     """R_TV^β = mean over pixels of ((x_{i,j+1} − x_ij)² + (x_{i+1,j} − x_ij)²)^(β/2).
@@ -86,5 +88,5 @@ class Clip:
 
 def _above_percentile(values: Tensor, pct: float) -> Tensor:
     """Where (B, 1, H, W) ``values`` reach their image's ``pct`` percentile (each batch item on its own)."""
-    cut = torch.quantile(values.flatten(1), pct / 100, dim=1)
+    cut = quantile(values.flatten(1), pct / 100)
     return values >= cut.reshape(-1, 1, 1, 1)

@@ -40,6 +40,7 @@ from cnnviz.analyzers.saliency.gradcam import cam_layer, gradcam
 from cnnviz.analyzers.saliency.rules import TargetScore, clipped_relu_rule
 from cnnviz.analyzers.target import Target
 from cnnviz.core.hooked import HookedModel
+from cnnviz.core.images import quantile
 from cnnviz.errors import unknown
 
 SIGNED, MAGNITUDE, HEATMAP = "signed", "magnitude", "heat map"
@@ -155,7 +156,7 @@ def attribute(
 
 
 def _percentile(values: Tensor) -> Tensor:
-    return torch.quantile(values.flatten().float(), DISPLAY_PERCENTILE / 100).clamp_min(1e-12)
+    return quantile(values.flatten().float(), DISPLAY_PERCENTILE / 100).clamp_min(1e-12)
 
 
 def picture(raw: Tensor, name: str, photo: Tensor) -> Tensor:
