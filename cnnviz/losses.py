@@ -147,6 +147,8 @@ class Loss:
         self.model = model
         self.terms = [t for t in terms if t.weight != 0]
         self.layers = list(dict.fromkeys(layer for t in self.terms for layer in t.layers))
+        self.penalties = [t.name for t in self.terms if not t.layers]
+        """The terms computed from the image alone (TV, L2, α-norm): the engine's ``penalties``."""
 
     def __call__(self, image: Tensor) -> dict[str, Tensor]:
         """Each term's weighted value for ``image`` (B, 3, H, W) in [0, 1]."""

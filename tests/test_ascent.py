@@ -25,7 +25,7 @@ from cnnviz.figures import CELL_INCHES, DPI
 from cnnviz.gallery.plan import ROWS, row
 from cnnviz.optim.settings import state_images
 from cnnviz.optvis.regularizers import Blur, Clip, Decay
-from cnnviz.optvis.transforms import Jitter
+from cnnviz.optvis.transforms import Jitter, Pad
 
 from conftest import run_cli
 
@@ -153,3 +153,16 @@ def test_copies_that_do_not_fit_together_are_refused_naming_how_many_do(vgg, mon
     target = target_for(vgg, 64, layer="conv4_3", channel=1)
     with pytest.raises(CnnvizError, match=r"4 copies .* \(about 2 do\): use --copies 2"):
         ascend_many(vgg, [target], size=64, copies=4, settings=default_settings(iters=1, regularizers=(), transforms=()))
+
+
+def test_a_neuron_climbed_through_padding_is_the_unit_asked_for(vgg):
+    """conv3_3's neuron (8, 8) of a 64 px image: its receptive field is centred near (32, 32). Climbed
+    through a 12 px pad, the gradient reaching the unpadded image must still be centred there."""
+    target = target_for(vgg, 64, layer="conv3_3", channel=5, y=8, x=8)
+    image = torch.rand(1, 3, 64, 64, requires_grad=True)
+    score = target.objective()(vgg(Pad(12)(image, torch.Generator()), [target.layer]))
+    (grad,) = torch.autograd.grad(score, image)
+    support = grad.abs().sum(dim=(0, 1)) > 0
+    rows, cols = support.any(dim=1).nonzero().flatten(), support.any(dim=0).nonzero().flatten()
+    centre = ((rows.min() + rows.max()) / 2, (cols.min() + cols.max()) / 2)
+    assert abs(float(centre[0]) - 32) <= 2 and abs(float(centre[1]) - 32) <= 2, centre

@@ -79,3 +79,4 @@ def test_ctrl_c_during_start_up_ends_quietly(tmp_path):
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted")
+

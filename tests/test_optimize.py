@@ -2,10 +2,14 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from cnnviz.analyzers.inversion import invert
-from cnnviz.core.hooked import load_model
+from cnnviz.analyzers.inversion import alpha_term, invert
+from cnnviz.core.convention import Convention
+from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.images import resize
+from cnnviz.core.models import ModelSpec
+from cnnviz.core.weights import Weights
 from cnnviz.errors import CnnvizError
 from cnnviz.losses import Loss, Term, feature_loss, reference_activations
 from cnnviz.optim.loop import optimize
@@ -199,11 +203,45 @@ def test_an_evaluation_returns_the_loss_and_a_fresh_gradient_each_time(vgg):
     param = Pixels(torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
     objective = Loss(vgg, [Term("tv", 1.0, (), lambda acts, x: tv_loss(x))])
     evaluate = evaluation(param, objective, (), torch.Generator(), graph=True)  # no CUDA here: eager
-    terms, first, image = evaluate()
+    terms, first, image, objective_grad = evaluate()
     gradient = param.x.grad.clone()
-    _, second, _ = evaluate()
+    _, second, _, _ = evaluate()
     (expected,) = torch.autograd.grad(tv_loss(param.x.clamp(0, 1)), param.x)
     assert first.detach().item() == second.detach().item() == terms["tv"].detach().item()
     torch.testing.assert_close(param.x.grad, gradient)  # cleared, not accumulated
     torch.testing.assert_close(gradient, expected)
-    assert not image.requires_grad
+    assert not image.requires_grad and objective_grad is None  # asked for by step regularizers only
+
+
+def test_the_alpha_prior_means_the_same_whatever_the_input_convention():
+    """Two networks fed the same RGB mean but at scales 1 and 255 (Caffe's): the α-norm term of one image is
+    equal on both, and is mean |x − mean colour|^α in [0, 1] pixel units."""
+    image = torch.rand(1, 3, 8, 8)
+    mean = (0.4, 0.5, 0.6)
+    values = []
+    for convention in (Convention("unit", mean, (0.2, 0.2, 0.2), 1.0, False),
+                       Convention("bytes", tuple(255 * m for m in mean), (1.0, 1.0, 1.0), 255.0, False)):
+        model = HookedModel(nn.Sequential(nn.ReLU()), ModelSpec("tiny"), Weights("tiny", None, convention), torch.device("cpu"))
+        term = alpha_term(model, 1.0, 6.0)
+        values.append(float(term.fn({}, image)))
+    expected = float((image - torch.tensor(mean).view(1, 3, 1, 1)).abs().pow(6).mean())
+    assert values == pytest.approx([expected, expected], rel=1e-5)
+
+
+def test_clipping_by_contribution_uses_the_objectives_gradient_not_the_penalty(vgg):
+    """Yosinski et al. clip pixels by |x · ∂a/∂x|, the activation's own gradient: a large L2 penalty in the
+    loss must not change which pixels are reset (one Adam step of 1e-9, so the pixels barely move)."""
+    from cnnviz.optvis.regularizers import l2_norm
+
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    zero = torch.full((1, 3, 1, 1), 0.5)
+    score = Term("score", -1.0, ("relu1_2",), lambda acts, x: acts["relu1_2"][:, 3].mean())
+    penalty = Term("l2", 50.0, (), lambda acts, x: l2_norm(x - zero))
+    settings = Settings(optimizer="adam", iters=1, lr=1e-9, regularizers=(Clip(norm_pct=0, contribution_pct=50),))
+    result = optimize(lambda _: Loss(vgg, [score, penalty]), image, settings, zero=zero)
+    x = image.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(vgg(x, ["relu1_2"])["relu1_2"][:, 3].mean(), x)
+    contribution = ((image - zero) * grad).sum(dim=1).abs().flatten()
+    expected = contribution >= torch.quantile(contribution, 0.5)
+    kept = ~(result.image == 0.5).all(dim=1).flatten()
+    assert torch.equal(kept, expected)

@@ -101,6 +101,22 @@ def test_relu6_gets_the_rule_at_every_activation():
     assert all(not m._backward_hooks for m in model.net.modules())
 
 
+def test_the_rule_holds_at_a_relu6_that_is_the_target_itself():
+    """Channel 0's mean at the second of two ReLU6s, by hand: the upstream gradient is g = 1/9 on channel 0.
+    Deconvnet passes ReLU(g) through both activations whatever the input; guided passes g where both
+    activations were in (0, 6)."""
+    x = torch.tensor([[1.0, -1.0, 7.0], [2.0, -5.0, 3.0], [0.5, 8.0, 4.0]]).expand(1, 3, 3, 3).clone()
+    model = hooked(nn.Sequential(nn.ReLU6(), nn.ReLU6()))
+    target = Target("1", 0)
+    g = torch.zeros(1, 3, 3, 3)
+    g[:, 0] = 1 / 9
+    passes = (x > 0) & (x < 6)
+    assert torch.equal(attribute(model, x, target, "deconvnet"), g)
+    assert torch.equal(attribute(model, x, target, "guided"), g * passes)
+    assert torch.equal(attribute(model, x, target, "backprop"), g * passes)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.net.modules())
+
+
 def test_every_relu6_of_efficientnet_is_hooked_and_fires(lite):
     relu6 = [m for m in lite.net.modules() if isinstance(m, nn.ReLU6)]
     fired = []

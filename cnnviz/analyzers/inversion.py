@@ -1,4 +1,4 @@
-"""Feature inversion (Mahendran & Vedaldi 2015): x* = argmin ‖Φ(x) − Φ0‖²/‖Φ0‖² + λ_TV R_TV^β(x) + λ_α ‖x‖_α^α."""
+"""Feature inversion (Mahendran & Vedaldi 2015): x* = argmin ‖Φ(x) − Φ0‖²/‖Φ0‖² + λ_TV R_TV^β(x) + λ_α ‖x − x̄‖_α^α."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import Tensor
 
-from cnnviz.analyzers.common import Output, initial_image, record
+from cnnviz.analyzers.common import Output, initial_image, record, zero_image
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import ImageSource, as_image, resize, source_name
 from cnnviz.core.memory import check_fits
@@ -23,6 +23,14 @@ def relative_error(model: HookedModel, image: Tensor, reference: Tensor, layer: 
     phi = reference_activations(model, image, [layer])[layer]
     phi0 = reference_activations(model, reference, [layer])[layer]
     return float((phi - phi0).norm() / phi0.norm())
+
+
+def alpha_term(model: HookedModel, weight: float, alpha: float) -> Term:
+    """λ_α · mean |x − x̄|^α, the bounded-range prior, with x̄ the model's zero input (its mean colour) and
+    pixel values in [0, 1] units, as the L2 penalty of gradient ascent: one λ_α means the same on every
+    network, whatever its input convention (a 0-255 BGR network would otherwise weigh it ~255^α more)."""
+    zero = zero_image(model, (1, 3, 1, 1))
+    return Term("alpha", weight, (), lambda acts, x: alpha_norm(x - zero, alpha))
 
 
 def invert(
@@ -51,7 +59,7 @@ def invert(
         return Loss(model, [
             Term("feature", 1.0, (layer,), lambda acts, x: feature_loss(acts[layer], phi0)),
             Term("tv", tv_weight, (), lambda acts, x: tv_loss(x, tv_beta)),
-            Term("alpha", alpha_weight, (), lambda acts, x: alpha_norm(model.normalize(x) / model.convention.scale, alpha)),
+            alpha_term(model, alpha_weight, alpha),
         ])
 
     start = initial_image(init, reference, model, settings.seed)

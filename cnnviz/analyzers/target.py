@@ -23,13 +23,15 @@ MAX = "max"
 @dataclass(frozen=True)
 class Target:
     """A class score (``layer`` = ``logits``, ``channel`` = class index, ``name`` = class name), else
-    channel ``channel`` of ``layer``: its mean activation, or the neuron at (y, x) if a position is given."""
+    channel ``channel`` of ``layer``: its mean activation, or the neuron at (y, x) if a position is given,
+    on a map of size ``frame`` (a map grown by padding is taken as centred on it)."""
 
     layer: str
     channel: int
     y: int | None = None
     x: int | None = None
     name: str | None = None
+    frame: tuple[int, int] | None = None
 
     @property
     def is_neuron(self) -> bool:
@@ -39,13 +41,13 @@ class Target:
         """The target's value per batch item, shape (B,)."""
         activation = acts[self.layer]
         if self.is_neuron:
-            return neuron_value(activation, self.channel, self.y, self.x)
+            return neuron_value(activation, self.channel, self.y, self.x, self.frame)
         return channel_mean(activation, self.channel)
 
     def objective(self, items: Sequence[int] | None = None) -> Objective:
         """The target as a composable ``Objective``, summed over batch ``items`` (None: all)."""
         if self.is_neuron:
-            return neuron(self.layer, self.channel, self.y, self.x, items)
+            return neuron(self.layer, self.channel, self.y, self.x, items, self.frame)
         return channel(self.layer, self.channel, items)
 
     @property
@@ -165,11 +167,12 @@ def resolve_target(
     channel = int(channel)
     if not 0 <= channel < channels:
         raise CnnvizError(f"channel {channel} is out of range for {layer}: 0 to {channels - 1}")
-    if y is not None or x is not None:
-        if activation.dim() != 4:
-            raise CnnvizError(f"{layer} has no spatial positions: leave out --y and --x")
-        h, w = activation.shape[-2:]
-        y, x = h // 2 if y is None else y, w // 2 if x is None else x
-        if not (0 <= y < h and 0 <= x < w):
-            raise CnnvizError(f"position ({y}, {x}) is outside {layer}'s {h}x{w} map at this image size")
-    return Target(layer, channel, y, x)
+    if y is None and x is None:
+        return Target(layer, channel)
+    if activation.dim() != 4:
+        raise CnnvizError(f"{layer} has no spatial positions: leave out --y and --x")
+    h, w = activation.shape[-2:]
+    y, x = h // 2 if y is None else y, w // 2 if x is None else x
+    if not (0 <= y < h and 0 <= x < w):
+        raise CnnvizError(f"position ({y}, {x}) is outside {layer}'s {h}x{w} map at this image size")
+    return Target(layer, channel, y, x, frame=(h, w))

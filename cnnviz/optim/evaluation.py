@@ -21,27 +21,40 @@ from cnnviz.optim.parameterization import Parameterization
 from cnnviz.optim.settings import Transform, compose
 
 LossFunction = Callable[[Tensor], dict[str, Tensor]]
-"""What the engine minimises: the image (B, 3, H, W) in [0, 1] -> its named, weighted loss terms."""
-Evaluate = Callable[[], tuple[dict[str, Tensor], Tensor, Tensor]]
+"""What the engine minimises: the image (B, 3, H, W) in [0, 1] -> its named, weighted loss terms. It may
+name the terms computed from the image alone (priors such as L2) in a ``penalties`` attribute."""
+Evaluated = tuple[dict[str, Tensor], Tensor, Tensor, Tensor | None]
+"""(terms, total, image evaluated, gradient of the objective: the terms other than the penalties)."""
+Evaluate = Callable[[], Evaluated]
 WARMUP = 2  # eager runs before capture
 
 
 def evaluation(
     param: Parameterization, loss: LossFunction, transforms: Sequence[Transform], generator: torch.Generator,
-    graph: bool = True,
+    graph: bool = True, objective_gradient: bool = False,
 ) -> Evaluate:
     """A function that evaluates ``loss`` at ``param``'s image, back-propagates to its parameters and
-    returns (terms, total, image evaluated); replayed as a CUDA graph when ``graph`` and the run allows it."""
+    returns ``Evaluated``; replayed as a CUDA graph when ``graph`` and the run allows it. With
+    ``objective_gradient`` (pixel parameterizations, for the step regularizers) it also returns the
+    gradient of the terms that are not ``loss.penalties``, from one more backward pass through the
+    penalties alone (which never reach the network)."""
     leaves = param.parameters()
+    penalties = tuple(getattr(loss, "penalties", ()))
 
-    def eager() -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    def eager() -> Evaluated:
         for leaf in leaves:
             leaf.grad = None
         image = param()
         terms = loss(compose(transforms, image, generator))
         total = sum(terms.values())
+        penalty_grad = None
+        if objective_gradient and penalties:
+            (penalty_grad,) = torch.autograd.grad(sum(terms[name] for name in penalties), leaves, retain_graph=True)
         total.backward()
-        return terms, total, image.detach()
+        grad = None
+        if objective_gradient:
+            grad = leaves[0].grad if penalty_grad is None else leaves[0].grad - penalty_grad
+        return terms, total, image.detach(), grad
 
     if graph and param.pixels and not transforms:
         return graphed(eager, leaves[0], "evaluating", warmup=WARMUP)

@@ -130,7 +130,9 @@ class _ScaleRun:
         self.stop, self.zero, self.start = stop, zero, start
         self.leaves = param.parameters()
         self.optimizer = make_optimizer(settings, self.leaves)
-        self.evaluate = evaluation(param, loss, settings.transforms, generator, graph=settings.cuda_graph)
+        self.evaluate = evaluation(param, loss, settings.transforms, generator, graph=settings.cuda_graph,
+                                   objective_gradient=bool(settings.regularizers))
+        self.objective_grad: Tensor | None = None  # the last evaluation's, for the regularizers
         self.lbfgs = settings.optimizer == "lbfgs"
         self.searching = self.lbfgs and settings.line_search == "strong_wolfe"  # reads every loss anyway
         self.scale = max(size)
@@ -142,7 +144,7 @@ class _ScaleRun:
         """One evaluation, queued for reading; the strong-Wolfe search reads every loss itself and must never see a NaN."""
         if self.stop.is_set():
             raise _Abort
-        terms, loss, image = self.evaluate()
+        terms, loss, image, self.objective_grad = self.evaluate()
         self.tracker.evaluations += 1
         within = max(1, self.optimizer.iterations - self.chunk_start) if self.lbfgs else 1
         self.readout.add(terms, loss, evaluation=self.tracker.evaluations, iteration=self.base + self.done + within,
@@ -163,11 +165,12 @@ class _ScaleRun:
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """The regularizers on the pixels, Adam's projection, and the latest image (where every step is kept)."""
+        """The regularizers on the pixels (given the gradient of the objective, without the image's penalties),
+        Adam's projection, and the latest image (where every step is kept)."""
         if self.settings.regularizers:
             (pixels,) = self.leaves
             for regularizer in self.settings.regularizers:
-                pixels.copy_(regularizer(pixels, pixels.grad, self.zero, self.done))
+                pixels.copy_(regularizer(pixels, self.objective_grad, self.zero, self.done))
         if not self.lbfgs:
             self.param.project()
         if not self.tracker.monotone:

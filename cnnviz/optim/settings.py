@@ -22,7 +22,8 @@ LINE_SEARCH_NAMES = {"none" if search is None else search.replace("_", "-"): sea
 Transform = Callable[[Tensor, torch.Generator], Tensor]
 """A random change of the image before a forward pass, drawing from the run's generator (``cnnviz.optvis.transforms``)."""
 Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
-"""``(pixels, gradient, zero image, step) -> pixels``, applied after a step (``cnnviz.optvis.regularizers``)."""
+"""``(pixels, gradient of the objective, zero image, step) -> pixels``, applied after a step
+(``cnnviz.optvis.regularizers``); the gradient leaves out the image penalties (``LossFunction.penalties``)."""
 
 STATE_IMAGES = {"lbfgs": 2 * HISTORY + 8 + 11 + READ_EVERY, "adam": 8 + READ_EVERY, None: 4}
 """Image-sized fp32 tensors an optimizer keeps: L-BFGS its curvature pairs, 8 working copies, the

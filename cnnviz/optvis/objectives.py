@@ -23,12 +23,18 @@ def channel_mean(activation: Tensor, channel: int) -> Tensor:
     return activation[:, channel].reshape(activation.shape[0], -1).mean(dim=1)
 
 
-def neuron_value(activation: Tensor, channel: int, y: int | None = None, x: int | None = None) -> Tensor:
-    """One unit per batch item (B,): channel at (y, x); the centre when the position is not given."""
+def neuron_value(activation: Tensor, channel: int, y: int | None = None, x: int | None = None,
+                 frame: tuple[int, int] | None = None) -> Tensor:
+    """One unit per batch item (B,): channel at (y, x); the centre when the position is not given.
+
+    ``frame`` is the size (H, W) of the map the position was given on. A larger map (the image grown by
+    random padding before the forward pass) is taken as centred on it, as Lucid takes positions relative
+    to the centre, so that the same unit of the picture is meant, not one shifted by the padding."""
     if activation.dim() == 2:
         return activation[:, channel]
     h, w = activation.shape[-2:]
-    return activation[:, channel, h // 2 if y is None else y, w // 2 if x is None else x]
+    dy, dx = ((h - frame[0]) // 2, (w - frame[1]) // 2) if frame is not None else (0, 0)
+    return activation[:, channel, h // 2 if y is None else y + dy, w // 2 if x is None else x + dx]
 
 
 class Objective:
@@ -85,10 +91,12 @@ def channel(layer: str, index: int, items: Sequence[int] | None = None) -> Objec
     return Objective(lambda acts: _items(channel_mean(acts[layer], index), items), [layer], f"{layer}:{index}")
 
 
-def neuron(layer: str, index: int, y: int | None = None, x: int | None = None,
-           items: Sequence[int] | None = None) -> Objective:
-    """One unit of channel ``index`` (the centre if no position is given), summed over batch ``items``."""
-    return Objective(lambda acts: _items(neuron_value(acts[layer], index, y, x), items), [layer], f"{layer}:{index}@{y},{x}")
+def neuron(layer: str, index: int, y: int | None = None, x: int | None = None, items: Sequence[int] | None = None,
+           frame: tuple[int, int] | None = None) -> Objective:
+    """One unit of channel ``index`` (the centre if no position is given), summed over batch ``items``;
+    ``frame``: the map size the position refers to (see ``neuron_value``)."""
+    return Objective(lambda acts: _items(neuron_value(acts[layer], index, y, x, frame), items), [layer],
+                     f"{layer}:{index}@{y},{x}")
 
 
 def diversity(layer: str, items: Sequence[int] | None = None) -> Objective:

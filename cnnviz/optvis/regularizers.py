@@ -32,7 +32,7 @@ def tv_loss(image: Tensor, beta: float = 2.0) -> Tensor:
 
 
 def alpha_norm(x: Tensor, alpha: float = 6.0) -> Tensor:
-    """Mean |x|^α (Mahendran & Vedaldi's bounded-range prior), on the model's input."""
+    """Mean |x|^α (Mahendran & Vedaldi's bounded-range prior), of an image measured from its mean."""
     return x.abs().pow(alpha).mean()
 
 
@@ -70,7 +70,9 @@ class Clip:
     """Set to the model's zero input the pixels with the smallest norm or contribution (Yosinski et al. 2015).
 
     ``norm_pct``: pixels whose norm (distance from zero) is below this percentile;
-    ``contribution_pct``: pixels whose |Σ_c x·∂L/∂x| is below this percentile.
+    ``contribution_pct``: pixels whose |Σ_c (x − zero)·∂S/∂x| is below this percentile, ``grad`` being the
+    gradient of the objective alone (the engine leaves the image penalties such as L2 out of it): the
+    pixel's contribution to the activation, as Yosinski et al. define it.
     """
 
     norm_pct: float = 10.0

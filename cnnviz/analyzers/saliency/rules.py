@@ -36,25 +36,42 @@ def _is_clipped_relu(module: nn.Module) -> bool:
     return isinstance(module, nn.Hardtanh) and module.min_val == 0
 
 
+def _rule_hooks(module: nn.Module, rule: str) -> list:
+    """Hooks that give one clipped ReLU ``rule``'s backward pass, as captum does for ``nn.ReLU``: a tensor
+    hook on the output keeps the gradient arriving there, a tensor hook on (a copy of) the input replaces
+    the gradient the activation passes with the rule's. Tensor hooks see every gradient reaching the
+    output, also the one from a score taken at this very activation (which a module backward hook misses,
+    since the hooked core captures the output before torch wraps it)."""
+    pending: list[dict[str, Tensor]] = []
+
+    def before(_module: nn.Module, inputs: tuple) -> tuple:
+        upstream: dict[str, Tensor] = {}
+        pending.append(upstream)
+        x = inputs[0].clone()  # a tensor of its own: an in-place activation would overwrite the input
+        if x.requires_grad:
+            x.register_hook(lambda grad: F.relu(upstream["grad"] if rule == "deconvnet" else grad) if upstream else grad)
+        return (x, *inputs[1:])
+
+    def after(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+        upstream = pending.pop()
+        if output.requires_grad:
+            output.register_hook(lambda grad: upstream.__setitem__("grad", grad))
+
+    return [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+
+
 @contextmanager
 def clipped_relu_rule(net: nn.Module, rule: str) -> Iterator[int]:
     """Apply ``rule``'s ReLU backward rule (``deconvnet``: ReLU of the upstream gradient; ``guided``:
     ReLU of the gradient the activation passes) at every clipped ReLU of ``net``; yields their number.
     Hooks are removed on exit."""
     handles = []
-
-    def deconvnet(_module: nn.Module, _grad_in: tuple, grad_out: tuple) -> tuple:
-        return (F.relu(grad_out[0]),)
-
-    def guided(_module: nn.Module, grad_in: tuple, _grad_out: tuple) -> tuple:
-        return (F.relu(grad_in[0]),)
-
     try:
         if rule in ("deconvnet", "guided"):
             for module in net.modules():
                 if _is_clipped_relu(module):
-                    handles.append(module.register_full_backward_hook(deconvnet if rule == "deconvnet" else guided))
-        yield len(handles)
+                    handles += _rule_hooks(module, rule)
+        yield len(handles) // 2
     finally:
         for handle in handles:
             handle.remove()
