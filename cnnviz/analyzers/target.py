@@ -3,6 +3,7 @@ or one neuron of a named layer; one scalar per image."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.layers import LOGITS
-from cnnviz.errors import CnnvizError, unknown
+from cnnviz.errors import CnnvizError, CnnvizNote, unknown
 from cnnviz.losses import Activations
 from cnnviz.optvis.objectives import Objective, channel, channel_mean, neuron, neuron_value
 
@@ -94,7 +95,9 @@ def _words(name: str) -> frozenset[str]:
 def class_index(model: HookedModel, name: str | int) -> int:
     """The index of a class given by name or index. Names match case-insensitively; a longer everyday
     name matches the one class whose words it contains all of, preferring the longest ("tabby cat" is
-    torchvision's "tabby", "tiger cat" stays "tiger cat", not "tiger"). Unknown names suggest the closest."""
+    torchvision's "tabby", "tiger cat" stays "tiger cat", not "tiger"), when each of its other words is a
+    word of some class name ("volcano-dream-x" is no class). A match that is not exact is said in a
+    ``CnnvizNote``. Unknown names suggest the closest."""
     classes = classes_of(model)
     if isinstance(name, int) or name.strip().isdigit():
         index = int(name)
@@ -107,7 +110,9 @@ def class_index(model: HookedModel, name: str | int) -> int:
     words = _words(name)
     contained = [(len(_words(c)), i) for i, c in enumerate(classes) if _words(c) and _words(c) <= words]
     longest = [i for n, i in contained if n == max(contained)[0]] if contained else []
-    if len(longest) == 1:
+    vocabulary = frozenset().union(*(_words(c) for c in classes))
+    if len(longest) == 1 and words - _words(classes[longest[0]]) <= vocabulary:
+        warnings.warn(CnnvizNote(f"'{name}' taken as class {longest[0]} {classes[longest[0]]}"), stacklevel=2)
         return longest[0]
     raise unknown(f"class of {model.name}", name, classes)
 
