@@ -55,4 +55,4 @@ def test_the_patches_scan_and_its_guided_maps_make_no_float64_tensor():
         result = patches(model, ["coffee", "chelsea"], layer="layer1.0.relu_1", channels="0-2", top=2, sizes=(40,),
                          batch=2, guided=True)
     assert mode.ops == []
-    assert result.values.dtype == torch.float32 and not result.values.isnan().all()
+    assert result.values.dtype == torch.float32 and not result.values.isnan().all()  # the activations' own dtype

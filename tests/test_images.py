@@ -91,6 +91,19 @@ def test_normalization_roundtrip(convention):
     torch.testing.assert_close(convention.denormalize(convention.normalize(x)), x, atol=1e-5, rtol=1e-5)
 
 
+def test_normalization_constants_are_the_networks_own():
+    """RGB (1, 0.5, 0) as each network sees it: Caffe's VGG in BGR, 0-255, minus its BGR mean; torchvision's
+    ImageNet weights (x - mean) / std in RGB; TensorFlow's EfficientNet-Lite (x - 0.5) / 0.5."""
+    from cnnviz.core.convention import TF_RGB
+
+    pixel = torch.tensor([1.0, 0.5, 0.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(CAFFE_BGR.normalize(pixel).flatten(),
+                               torch.tensor([0 - 103.939, 127.5 - 116.779, 255 - 123.68]))
+    torch.testing.assert_close(IMAGENET.normalize(pixel).flatten(),
+                               torch.tensor([(1 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (0 - 0.406) / 0.225]))
+    torch.testing.assert_close(TF_RGB.normalize(pixel).flatten(), torch.tensor([1.0, 0.0, -1.0]))
+
+
 def test_every_analyzer_input_kind_gives_the_same_tensor(tmp_path):
     from cnnviz.core.images import as_image, image_path
 

@@ -1,8 +1,11 @@
+import re
+
 import pytest
 import torch
 
 from cnnviz.analyzers.inversion import invert
 from cnnviz.core import memory
+from cnnviz.core.images import as_image
 from cnnviz.errors import CnnvizError
 from cnnviz.optim.settings import Settings, state_images
 
@@ -21,9 +24,16 @@ def test_the_estimate_grows_with_pixels_and_depth(vgg):
 
 def test_a_run_that_cannot_fit_is_refused_before_it_starts_with_the_size_that_fits(vgg, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 200 * 2**20)
-    with pytest.raises(CnnvizError, match=r"needs about .* GiB, but 0\.2 GiB are free on cpu: use --size \d+ or less"):
+    with pytest.raises(CnnvizError, match=r"needs about .* GiB, but 0\.2 GiB are free on cpu: use --size \d+ or less") as refused:
         invert(vgg, "coffee", "relu4_3", size=1024, settings=Settings(iters=1))
     invert(vgg, "coffee", "relu4_3", size=32, settings=Settings(iters=1))
+    suggested = int(re.search(r"--size (\d+)", str(refused.value)).group(1))
+    state = state_images("lbfgs")
+
+    def need(side: int) -> int:
+        return memory.needed_bytes(vgg.for_optimization(), ["relu4_3"], tuple(as_image("coffee", side).shape[-2:]), state)
+
+    assert need(suggested) <= 200 * 2**20 < need(suggested + 8)  # the suggestion fits, one step (8 px) more does not
 
 
 def test_cli_refuses_a_huge_size_at_once(tmp_path):

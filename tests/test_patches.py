@@ -108,6 +108,20 @@ def test_each_patch_is_where_its_activation_comes_from(tiny, images):
     assert checked >= 12
 
 
+def test_each_channels_first_patch_is_its_maximum_over_every_image_and_size(tiny, images):
+    sizes = (32, 25)
+    result = patches(tiny, images, layer=LAYER, channels="0-5", top=2, sizes=sizes, batch=3)
+    with torch.no_grad():
+        maps = [tiny(resize(image, size), [LAYER])[LAYER][0] for image in images for size in sizes]
+    checked = 0
+    for r, channel in enumerate(result.channels):
+        best = max(float(m[channel].max()) for m in maps)
+        if best > 0:
+            assert float(result.values[r, 0]) == best, channel
+            checked += 1
+    assert checked >= 3
+
+
 def test_pixels_the_network_never_sees_are_outside_the_support():
     """A stride-2 convolution without padding drops the last column of an even-sized image: the last
     units' boxes (padded by the next layer) reach past it, but nothing there changes them."""
@@ -176,7 +190,10 @@ def test_channel_choices(tiny, images):
     with pytest.raises(CnnvizError, match="asks for 7 channels"):
         patches(tiny, images, layer=LAYER, channels="top:7", sizes=(24,))
     top = patches(tiny, images, layer=LAYER, channels="top:2", top=1, sizes=(24,))
-    assert top.channels == top.means.argsort(descending=True)[:2].tolist()
+    with torch.no_grad():
+        means = torch.stack([tiny(resize(image, 24), [LAYER])[LAYER][0].mean(dim=(1, 2)) for image in images]).mean(dim=0)
+    torch.testing.assert_close(top.means, means)
+    assert top.channels == means.argsort(descending=True)[:2].tolist()
     draws = [patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, sizes=(24,), seed=s).channels for s in range(5)]
     assert all(len(set(d)) == 3 for d in draws) and len({tuple(d) for d in draws}) > 1
     again = patches(tiny, images[:1], layer=LAYER, channels="random:3", top=1, sizes=(24,), seed=3).channels

@@ -55,6 +55,11 @@ def test_gram_of_bf16_features_is_float32_and_matches_the_upcast_one(chunked):
     (g_upcast * weights).sum().backward()
     assert native.grad.dtype == torch.bfloat16
     torch.testing.assert_close(native.grad.float(), upcast.grad.to(torch.bfloat16).float())
+    exact = features.double().requires_grad_(True)  # bf16 values are exact in float64
+    g_exact = _plain_gram(exact)
+    torch.testing.assert_close(g_native.double(), g_exact, rtol=1e-2, atol=1e-4)  # a bf16 matmul rounds to 8 bits
+    (g_exact * weights.double()).sum().backward()
+    torch.testing.assert_close(native.grad.double(), exact.grad, rtol=2e-2, atol=1e-3)  # bf16 output: 8 bits
 
 
 def test_losses_get_activations_in_the_networks_dtype_and_stay_float32(vgg):

@@ -341,3 +341,51 @@ def test_a_class_name_is_taken_from_a_longer_one_only_when_its_other_words_are_c
     result = run_cli("saliency", "chelsea", "--class", "tabby cat", "--methods", "guided", "--size", "32", "--device", "cpu",
                      "-q", "--out", str(tmp_path))
     assert result.returncode == 0 and result.stderr.splitlines() == ["note: 'tabby cat' taken as class 281 tabby"], result.stderr
+
+
+class _RuleReLU(nn.ReLU):
+    """A ReLU whose backward is a rule written out by hand: deconvnet passes ReLU(g), guided ReLU(g)·[x > 0]."""
+
+    def __init__(self, rule: str) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Rule.apply(x, self.rule)
+
+
+class _Rule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, rule):
+        ctx.save_for_backward(x)
+        ctx.rule = rule
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        passed = grad.clamp(min=0)
+        return (passed if ctx.rule == "deconvnet" else passed * (x > 0)), None
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided"])
+def test_captums_rules_on_a_deep_vgg_with_in_place_relus_match_the_rule_by_hand(rule):
+    import copy
+
+    vgg = copy.copy(load_model("vgg11", weights="random", device="cpu", seed=2))
+    vgg.net = copy.deepcopy(vgg.net)
+    for module in vgg.net.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = True  # as torchvision builds them (cnnviz's loader turns it off; a user's net may not)
+    vgg._modules = dict(vgg.net.named_modules())
+    by_hand = copy.deepcopy(vgg.net)
+    for index, module in enumerate(by_hand.features):
+        if isinstance(module, nn.ReLU):
+            by_hand.features[index] = _RuleReLU(rule)
+    reference = HookedModel(by_hand, vgg.spec, vgg.weights, vgg.device)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    for layer in ("relu2_1", "relu4_1"):
+        target = Target(layer, 3)
+        x = image.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(target.score(reference(x, [layer])).sum(), x)
+        torch.testing.assert_close(attribute(vgg, image, target, rule), expected, rtol=1e-5, atol=1e-8)

@@ -117,3 +117,25 @@ def test_texture_init_content_starts_from_the_source_and_tensor_sources_honour_s
     big = load_image("brick", 96)
     small = texture(vgg, big, layers=["relu1_1"], size=32, image_size=48, settings=settings)
     assert small.input.shape[-1] == 48 and small.image.shape[-1] == 32
+
+
+def test_the_style_term_has_the_values_worked_out_by_hand():
+    """Σ_l w_l E_l/Ê_l (w_l = 1/2 for two layers): zero activations give Σ w_l = 1, the style's own give 0,
+    others the mean over layers of ‖G − Ĝ‖²/‖Ĝ‖², with G = F Fᵀ / M worked out in float64; and
+    E_l = Σ(G − Ĝ)² / (4 N²) per image, as Gatys et al. write it for M-normalised Grams."""
+    generator = torch.Generator().manual_seed(7)
+    style = {"a": torch.rand(1, 3, 4, 4, generator=generator), "b": torch.rand(1, 2, 2, 3, generator=generator)}
+    other = {name: torch.rand(f.shape, generator=generator) for name, f in style.items()}
+
+    def plain(features):
+        f = features.double().flatten(2)
+        return f @ f.transpose(1, 2) / f.shape[-1]
+
+    term = style_term(1.0, {name: gram(f) for name, f in style.items()})
+    image = torch.zeros(1, 3, 4, 4)
+    assert float(term.fn({k: torch.zeros_like(v) for k, v in style.items()}, image)) == pytest.approx(1.0, rel=1e-6)
+    assert float(term.fn(style, image)) == pytest.approx(0.0, abs=1e-7)
+    expected = sum(float((plain(other[k]) - plain(style[k])).pow(2).sum() / plain(style[k]).pow(2).sum()) for k in style) / 2
+    assert float(term.fn(other, image)) == pytest.approx(expected, rel=1e-5)
+    g, g_hat = plain(other["a"]), plain(style["a"])
+    assert float(style_layer_loss(g, g_hat)) == pytest.approx(float((g - g_hat).pow(2).sum() / (4 * 3 * 3)), rel=1e-9)

@@ -115,11 +115,12 @@ class Patches:
 
 
 class _Pool:
-    """The best ``size`` candidates of every channel so far: value and (item, y, x)."""
+    """The best ``size`` candidates of every channel so far: value and (item, y, x), on the host, in the
+    activations' own dtype (float32 from a device: MPS has no float64)."""
 
-    def __init__(self, channels: int, size: int) -> None:
+    def __init__(self, channels: int, size: int, dtype: torch.dtype) -> None:
         self.size = size
-        self.values = torch.full((channels, size), -math.inf)
+        self.values = torch.full((channels, size), -math.inf, dtype=dtype)
         self.where = torch.full((channels, size, 3), -1, dtype=torch.long)
 
     def add(self, values: Tensor, where: Tensor) -> None:
@@ -199,11 +200,11 @@ def patches(
     choice = parse_channels(channels)
     _check(top, sizes, batch)
     name = model.table.get(layer).name
-    channels_in = _check_layer(model, name, sources[0], min(sizes), choice)
-    pool, means, shapes = _scan(model, name, sources, sizes, top, batch, channels_in, callback, start)
+    channels_in, dtype = _check_layer(model, name, sources[0], min(sizes), choice)
+    pool, means, shapes = _scan(model, name, sources, sizes, top, batch, channels_in, dtype, callback, start)
     chosen = choice.choose(means, seed)
     picks = [_select(pool, c, top, shapes, model, name, len(sizes)) for c in chosen]
-    result = _gather(model, name, sources, sizes, chosen, picks, top, guided)
+    result = _gather(model, name, sources, sizes, chosen, picks, top, guided, dtype)
     rf = field(model, name, (min(sizes), min(sizes)))
     names = [source_name(s) for s in sources]
     params = {"images": len(sources), "sources": names[:20] + (["..."] if len(names) > 20 else []),
@@ -227,25 +228,25 @@ def _check(top: int, sizes: Sequence[int], batch: int) -> None:
         check_size(size, "--sizes")
 
 
-def _check_layer(model: HookedModel, layer: str, source: ImageSource, side: int, choice: Channels) -> int:
-    """The layer's channel count, from the first image at the smallest size (before any long work):
-    the layer must keep a spatial map and have the chosen channels."""
+def _check_layer(model: HookedModel, layer: str, source: ImageSource, side: int, choice: Channels) -> tuple[int, torch.dtype]:
+    """The layer's channel count and dtype, from the first image at the smallest size (before any long
+    work): the layer must keep a spatial map and have the chosen channels."""
     with torch.no_grad():
         act = model(resize(as_image(source, None, model.device), side), [layer])[layer]
     if act.dim() != 4:
         raise CnnvizError(f"patches need a layer with a spatial map; {layer} has shape {tuple(act.shape)}")
     choice.check(act.shape[1], layer)
-    return act.shape[1]
+    return act.shape[1], act.dtype
 
 
 def _scan(
     model: HookedModel, layer: str, sources: list[ImageSource], sizes: Sequence[int], top: int, batch: int,
-    channels: int, callback: Callable[[Tick], None] | None, start: float,
+    channels: int, dtype: torch.dtype, callback: Callable[[Tick], None] | None, start: float,
 ) -> tuple[_Pool, Tensor, dict[int, tuple[int, int]]]:
     """Stream the set through the network once: the candidate pool, every channel's mean activation and
     each item's (image x size) shape."""
-    pool = _Pool(channels, top * len(sizes) * POOL_PER_SIZE)
-    total = torch.zeros(channels)
+    pool = _Pool(channels, top * len(sizes) * POOL_PER_SIZE, dtype)
+    total = torch.zeros(channels, dtype=dtype)
     shapes: dict[int, tuple[int, int]] = {}
     waiting: dict[int, int] = {}  # images read but not yet run at every size: their sizes to go
     done = 0
@@ -263,11 +264,11 @@ def _scan(
     for items, x in _batches(read(), batch):
         with torch.no_grad():
             act = model(x, [layer])[layer]
-        total += act.mean(dim=(2, 3)).sum(dim=0).float().cpu()
+        total += act.mean(dim=(2, 3)).sum(dim=0).cpu()
         values, ys, xs = _peaks(act, _radius(field(model, layer, tuple(x.shape[-2:]))), top * POOL_PER_SIZE)
         item = torch.tensor(items, device=act.device).view(-1, 1, 1).expand_as(ys)
         where = torch.stack([item, ys, xs], dim=-1)
-        pool.add(values.transpose(0, 1).flatten(1).float().cpu(), where.transpose(0, 1).flatten(1, 2).cpu())
+        pool.add(values.transpose(0, 1).flatten(1).cpu(), where.transpose(0, 1).flatten(1, 2).cpu())
         for index in (i // len(sizes) for i in items):
             waiting[index] -= 1
             if not waiting[index]:
@@ -303,15 +304,15 @@ def _select(
 
 def _gather(
     model: HookedModel, layer: str, sources: list[ImageSource], sizes: Sequence[int], channels: list[int],
-    picks: list[list[tuple[float, int, int, int]]], top: int, guided: bool,
+    picks: list[list[tuple[float, int, int, int]]], top: int, guided: bool, dtype: torch.dtype,
 ) -> dict[str, Tensor | None]:
-    """Crop every chosen patch (and its guided map), reading each image once more."""
+    """Crop every chosen patch (and its guided map), reading each image once more; values in ``dtype``."""
     rows = len(channels)
     sample = field(model, layer, (max(sizes), max(sizes)))
     side = min(max(sample.size), MAX_PATCH)
     whole = torch.long
     out = {
-        "values": torch.full((rows, top), math.nan), "source": torch.full((rows, top), -1, dtype=whole),
+        "values": torch.full((rows, top), math.nan, dtype=dtype), "source": torch.full((rows, top), -1, dtype=whole),
         "size": torch.zeros(rows, top, dtype=whole), "y": torch.zeros(rows, top, dtype=whole),
         "x": torch.zeros(rows, top, dtype=whole), "boxes": torch.zeros(rows, top, 4, dtype=whole),
         "supports": torch.zeros(rows, top, 4, dtype=whole),
