@@ -71,10 +71,17 @@ def test_logits_of_a_full_network():
 
 
 def test_meta_device_needs_no_memory():
+    """On the meta device a network holds no weights' data and a forward pass gives shapes only."""
     from cnnviz.core.device import resolve_device
+    from cnnviz.core.hooked import load_model
 
     assert resolve_device("meta").type == "meta"
-    assert resolve_device("auto").type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    model = load_model("vgg16", device="meta")
+    assert all(p.is_meta for p in model.net.parameters())  # meta tensors have shapes, no data
+    activation = model(torch.zeros(1, 3, 64, 64, device="meta"), ["relu4_3"])["relu4_3"]
+    assert activation.is_meta and activation.shape == (1, 512, 8, 8)
 
 
 def test_a_module_called_twice_has_one_name_per_call():

@@ -196,17 +196,25 @@ def test_channel_max_is_the_most_activated_channel_and_maps_differ(vgg):
 
 
 def test_guided_gradcam_is_the_guided_map_times_the_upsampled_positive_cam(vgg):
+    """Both factors worked out apart from the code under test: guided backprop through a copy of the network
+    whose ReLUs carry the rule by hand, and the CAM from autograd."""
+    import copy
+
     torch.manual_seed(0)
     image = torch.rand(1, 3, 40, 40)
     kwargs = dict(layer="relu4_3", channel=5, size=None, gradcam_layer="relu3_3")
-    guided = saliency(vgg, image, method="guided", **kwargs)
     combined = saliency(vgg, image, method=GUIDED_GRADCAM, **kwargs)
+    by_hand = copy.deepcopy(vgg.net)
+    for index, module in enumerate(by_hand.features):
+        if isinstance(module, nn.ReLU):
+            by_hand.features[index] = _RuleReLU("guided")
     x = image.clone().requires_grad_(True)
-    acts = vgg(x, ["relu3_3", "relu4_3"])
+    (guided,) = torch.autograd.grad(HookedModel(by_hand, vgg.spec, vgg.weights, vgg.device)(x, ["relu4_3"])["relu4_3"][0, 5].mean(), x)
+    acts = vgg(image.clone().requires_grad_(True), ["relu3_3", "relu4_3"])
     (grad,) = torch.autograd.grad(acts["relu4_3"][0, 5].mean(), acts["relu3_3"])
     cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * acts["relu3_3"]).sum(dim=1, keepdim=True)).detach()
     cam = nn.functional.interpolate(cam, size=(40, 40), mode="bilinear")
-    expected = guided.raw * cam[0]
+    expected = (guided * cam)[0]
     torch.testing.assert_close(combined.raw, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
     assert float(cam.min()) == 0 < float(cam.max()) and combined.record.params["gradcam_layer"] == "relu3_3"
 
@@ -230,8 +238,20 @@ def test_gradcam_on_a_full_vgg_uses_relu5_3_not_a_fully_connected_relu():
 def test_gradcam_on_resnet_names_the_last_call_of_a_reused_relu():
     resnet = load_model("resnet18", weights="random", device="cpu")
     assert cam_layer(resnet, Target("logits", 0)) == "layer4.1.relu_1"
-    out = saliency(resnet, torch.rand(1, 3, 64, 64), 0, size=None, method=GRADCAM)
-    assert out.raw.shape == (1, 64, 64) and float(out.raw.max()) >= 0
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    out = saliency(resnet, image, 0, size=None, method=GRADCAM)
+    kept = []  # the CAM by hand: layer4's output is its last block's second ReLU call
+    handle = resnet.net.layer4.register_forward_hook(lambda module, inputs, output: kept.append(output))
+    try:
+        x = image.clone().requires_grad_(True)
+        logit = resnet.net(resnet.normalize(x).contiguous(memory_format=torch.channels_last))[0, 0]
+    finally:
+        handle.remove()
+    (grad,) = torch.autograd.grad(logit, kept[0])
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * kept[0]).sum(dim=1, keepdim=True)).detach()
+    expected = nn.functional.interpolate(cam, size=(64, 64), mode="bilinear")[0]
+    assert float(expected.max()) > 0
+    torch.testing.assert_close(out.raw, expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
 
 
 def test_a_batch_is_refused_not_cut_to_its_first_image(vgg):
