@@ -29,6 +29,7 @@ class Page(HTMLParser):
         self.images: list[dict[str, str]] = []
         self.links: list[str] = []
         self.commands: list[str] = []
+        self.paired: list[tuple[dict[str, str], str]] = []  # (the grid image, the command shown after it)
         self.scripts = 0
         self._in_command = False
         self.feed(html)
@@ -49,6 +50,8 @@ class Page(HTMLParser):
     def handle_data(self, data):
         if self._in_command:
             self.commands.append(data)
+            grids = [img for img in self.images if "grid" in img.get("class", "")]
+            self.paired.append((grids[-1], data))
             self._in_command = False
 
 
@@ -83,6 +86,23 @@ def test_quick_gallery_commands_are_the_cli_calls_that_made_each_grid(quick_gall
     grid = json.loads((folder / "invert_astronaut_grid.json").read_text())
     assert grid["figure"]["command"] == "cnnviz invert --layers all --size 64 --iters 5"
     assert [len(row) for row in grid["cells"]] == [2, 2, 3, 3, 3]
+
+
+def test_each_grid_shows_its_own_command_at_the_shared_display_scale(quick_gallery):
+    """The command beside a grid is the one its sidecar records, and every grid shows at DISPLAY_SCALE of its
+    pixels, so that cells are one size across the page."""
+    from PIL import Image
+
+    from cnnviz.gallery.site import DISPLAY_SCALE
+
+    folder, _ = quick_gallery
+    paired = _page(folder).paired
+    assert len(paired) >= len(SECTIONS)
+    for img, command in paired:
+        sidecar = json.loads((folder / img["src"]).with_suffix(".json").read_text())
+        assert sidecar["figure"]["command"] == command, img["src"]
+        with Image.open(folder / img["src"]) as grid:
+            assert (int(img["width"]), int(img["height"])) == (round(grid.width * DISPLAY_SCALE), round(grid.height * DISPLAY_SCALE))
 
 
 def test_resume_skips_the_figures_already_made(quick_gallery, tmp_path):
