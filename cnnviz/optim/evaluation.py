@@ -49,7 +49,8 @@ def evaluation(
         total = sum(terms.values())
         penalty_grad = None
         if objective_gradient and penalties:
-            (penalty_grad,) = torch.autograd.grad(sum(terms[name] for name in penalties), leaves, retain_graph=True)
+            (penalty_grad,) = torch.autograd.grad(sum(terms[name] for name in penalties), leaves, retain_graph=True,
+                                                  allow_unused=True)
         total.backward()
         grad = None
         if objective_gradient:
