@@ -243,7 +243,7 @@ CASES = {
                                      ("w.pth", "state_dict")),
     "weights-bare-tensor": Case(_inv("--weights", "{f}"), _torch_save(torch.zeros(3)), ("w.pth", "state_dict")),
     "weights-safetensors-empty": Case(_inv("--weights", "{f}"), _bytes("w.safetensors", b""), ("w.safetensors",)),
-    "weights-folder": Case(_inv("--weights", "{f}"), lambda d: d, ("in",)),
+    "weights-folder": Case(_inv("--weights", "{f}"), lambda d: d, ("{f}", "folder")),
     "weights-unknown-home": Case(_inv("--weights", "~cnnviz-no-such-user/w.pth"), must=("~cnnviz-no-such-user",)),
     "weights-missing": Case(_inv("--weights", "{f}"), lambda d: d / "none.pth", ("none.pth",)),
     # transfer
@@ -252,7 +252,7 @@ CASES = {
     "transfer-one-image": Case(("transfer", "astronaut", *FAST), must=("style",)),
     # output folder
     "out-is-a-file": Case(_inv(), out="file", must=("--out",)),
-    "out-read-only": Case(_inv(), out="readonly"),
+    "out-read-only": Case(_inv(), out="readonly", must=("{out}", "cannot write")),
     "out-under-proc": Case(_inv(), out="/proc/cnnviz-out", must=("/proc/cnnviz-out",)),
     # device and option combinations
     "device-cuda": Case(("invert", "--device", "cuda", "--size", "32", "--iters", "2"),
@@ -320,6 +320,7 @@ class Prepared:
     out: Path
     args: list[str]
     skip: str | None = None
+    made: str = ""
 
 
 def _prepare(name: str, folder: Path) -> Prepared:
@@ -336,12 +337,20 @@ def _prepare(name: str, folder: Path) -> Prepared:
         parent.mkdir()
         parent.chmod(0o500)
         out = parent / "out"
-        if os.access(parent, os.W_OK):
-            skip = "a read-only folder is writable here (running as root); see out-under-proc"
+        if os.access(parent, os.W_OK) and not _immutable(parent, True):  # root writes anywhere but an immutable folder
+            skip = "a read-only folder is writable here (running as root, no chattr); see out-under-proc"
     elif case.out is not None:
         out = Path(case.out)
     args = [a.replace("{f}", str(made)) for a in case.args]
-    return Prepared(out, [*args, "--out", str(out)] if name != "unknown-command" else args, skip)
+    return Prepared(out, [*args, "--out", str(out)] if name != "unknown-command" else args, skip, str(made))
+
+
+def _immutable(folder: Path, on: bool) -> bool:
+    """Set or clear a folder's immutable attribute (``chattr``: Linux, root, a file system that has it)."""
+    try:
+        return subprocess.run(["chattr", "+i" if on else "-i", str(folder)], capture_output=True).returncode == 0
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -349,14 +358,16 @@ def battery(tmp_path_factory):
     """Every case prepared and run through the CLI's entry point in one subprocess."""
     prepared = {name: _prepare(name, tmp_path_factory.mktemp(name)) for name in CASES}
     env = {**ENV, "CUDA_VISIBLE_DEVICES": ""}
-    result = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps([p.args for p in prepared.values()]),
-                            capture_output=True, text=True, timeout=900, env=env)
+    try:
+        result = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps([p.args for p in prepared.values()]),
+                                capture_output=True, text=True, timeout=900, env=env)
+    finally:
+        for p in prepared.values():
+            if p.out.parent.name == "locked":
+                _immutable(p.out.parent, False)
+                p.out.parent.chmod(0o700)
     assert result.returncode == 0, result.stderr
-    outcomes = dict(zip(prepared, json.loads(result.stdout)))
-    for p in prepared.values():
-        if p.out.parent.name == "locked":
-            p.out.parent.chmod(0o700)
-    return prepared, outcomes
+    return prepared, dict(zip(prepared, json.loads(result.stdout)))
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -372,6 +383,7 @@ def test_bad_input_is_one_error_line(name, battery):
     lines = outcome["stderr"].splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), outcome["stderr"]
     for text in case.must:
+        text = text.replace("{f}", prepared[name].made).replace("{out}", str(out))
         assert text.lower() in lines[0].lower(), f"{text!r} not in: {lines[0]}"
     if case.out == "file":
         assert out.read_text() == "keep me\n"
