@@ -134,14 +134,14 @@ class _ScaleRun:
                                    objective_gradient=bool(settings.regularizers))
         self.objective_grad: Tensor | None = None  # the last evaluation's, for the regularizers
         self.lbfgs = settings.optimizer == "lbfgs"
-        self.searching = self.lbfgs and settings.line_search == "strong_wolfe"  # reads every loss anyway
         self.scale = max(size)
         self.base = tracker.iteration
         self.done = 0
         self.chunk_start = 0
 
     def closure(self) -> Tensor:
-        """One evaluation, queued for reading; the strong-Wolfe search reads every loss itself and must never see a NaN."""
+        """One evaluation, queued for reading (at once under the strong-Wolfe search, whose readout reads every
+        evaluation: it reads every loss itself and must never see a NaN)."""
         if self.stop.is_set():
             raise _Abort
         terms, loss, image, self.objective_grad = self.evaluate()
@@ -149,7 +149,7 @@ class _ScaleRun:
         within = max(1, self.optimizer.iterations - self.chunk_start) if self.lbfgs else 1
         self.readout.add(terms, loss, evaluation=self.tracker.evaluations, iteration=self.base + self.done + within,
                          scale=self.scale, seconds=time.perf_counter() - self.start, image=image)
-        if (self.searching or self.readout.due) and (failed := self.tracker.record(self.readout.read())):
+        if self.readout.due and (failed := self.tracker.record(self.readout.read())):
             raise _Abort(failed)
         return loss
 
@@ -231,7 +231,7 @@ def optimize(
     zero = torch.zeros_like(first[:1, :, :1, :1]) if zero is None else zero
     monotone = settings.optimizer == "lbfgs" and settings.line_search == "backtracking"  # rejected trials are not results
     tracker = _Tracker(first, monotone, settings.iters * len(sizes), callback)
-    searching = settings.optimizer == "lbfgs" and settings.line_search == "strong_wolfe"
+    searching = settings.optimizer == "lbfgs" and settings.line_search == "strong_wolfe"  # reads every loss anyway
     readout = Readout(every=1 if searching else READ_EVERY)
     error = None
     with _stop_on_signals(stop):

@@ -25,14 +25,14 @@ Regularizer = Callable[[Tensor, Tensor | None, Tensor, int], Tensor]
 """``(pixels, gradient of the objective, zero image, step) -> pixels``, applied after a step
 (``cnnviz.optvis.regularizers``); the gradient leaves out the image penalties (``LossFunction.penalties``)."""
 
-STATE_IMAGES = {"lbfgs": 2 * HISTORY + 8 + 11 + READ_EVERY, "adam": 8 + READ_EVERY, None: 4}
+STATE_IMAGES = {"lbfgs": 2 * HISTORY + 8 + 11 + READ_EVERY, "adam": 8 + READ_EVERY}
 """Image-sized fp32 tensors an optimizer keeps: L-BFGS its curvature pairs, 8 working copies, the
 backtracking search's 5 state vectors and ~6 temporaries, and the images of the readings not yet read;
-Adam its moments and working copies; a run without an optimizer (saliency) the image and its gradient."""
+Adam its moments and working copies (a run without an optimizer: ``core.memory.WORKING_IMAGES``)."""
 
 
-def state_images(optimizer: str | None) -> int:
-    """Image-sized fp32 tensors ``optimizer`` keeps (None: no optimizer), for ``core.memory.check_fits``."""
+def state_images(optimizer: str) -> int:
+    """Image-sized fp32 tensors ``optimizer`` keeps, for ``core.memory.check_fits``."""
     return STATE_IMAGES[optimizer]
 
 
