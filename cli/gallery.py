@@ -98,7 +98,9 @@ def _call(figure: Figure, run: Run) -> Call:
                    threads=run.threads, out=run.out, seed=run.seed, quiet=run.quiet)
     joined = ",".join
     if isinstance(figure, SaliencyFigure):
-        return Call(saliency.command, images=list(figure.images), size=figure.size, **options)
+        checks = {"sanity_check": figure.sanity, "faithfulness_check": figure.faithfulness}
+        return Call(saliency.command, images=list(figure.images), methods=joined(figure.methods) or "all", size=figure.size,
+                    **checks, **options)
     if isinstance(figure, AscentFigure):
         which = ({"target": joined(figure.classes)} if figure.classes else
                  {"layer": joined(figure.layers), "channel": joined(map(str, figure.channels))})

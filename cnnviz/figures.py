@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,11 +27,17 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from cnnviz.analyzers.patches import BORDER, Patches  # noqa: E402
+from cnnviz.analyzers.saliency.faithfulness import RANDOM, Faithfulness  # noqa: E402
+from cnnviz.analyzers.saliency.methods import picture  # noqa: E402
+from cnnviz.analyzers.saliency.sanity import SanityCheck  # noqa: E402
 from cnnviz.core.files import atomic_write  # noqa: E402
+from cnnviz.core.records import caption as caption  # noqa: E402  (the cells' captions, re-exported)
 
 CELL_INCHES = 2.2
 DPI = 120
 MAX_COLUMNS = 9
+TITLE_CHARS_PER_INCH = 8.5
+"""Characters of a 13 pt title per inch of grid: longer titles wrap onto more lines."""
 """Longer rows are wrapped (``wrap``): a grid stays readable at page width."""
 
 _figure: ContextVar[tuple[dict[str, Any], float] | None] = ContextVar("figure", default=None)
@@ -76,29 +83,6 @@ class Cell:
     title: str = ""
 
 
-def caption(record: dict[str, Any] | Any) -> str:
-    """A short caption from a record: the figures that matter for its analyzer."""
-    r = record if isinstance(record, dict) else vars(record)
-    params, losses = r.get("params", {}), r.get("losses", {})
-    parts: list[str] = []
-    if "relative_error" in params:
-        parts.append(f"err {params['relative_error']:.2f}")
-    if "gram" in losses:
-        parts.append(f"gram {losses['gram']:.2g}")
-    if "style" in losses:
-        parts.append(f"style {losses['style']:.2g}")
-    if "content" in losses:
-        parts.append(f"content {losses['content']:.2g}")
-    if "score" in params:
-        start = params.get("score_start")
-        parts.append(f"S {params['score']:.3g}" + ("" if start is None else f" from {start:.2g}"))
-    if r.get("iterations"):
-        parts.append(f"{r['iterations']} it")
-    if r.get("interrupted"):
-        parts.append("interrupted")
-    return " · ".join(parts)
-
-
 def _array(image: Tensor | np.ndarray) -> np.ndarray:
     if isinstance(image, Tensor):
         return image.detach()[0].clamp(0, 1).permute(1, 2, 0).cpu().numpy()
@@ -120,7 +104,9 @@ def draw_grid(
     ``extra`` (what an analyzer lists about the cells, such as each patch's image and coordinates).
     """
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
-    height = (CELL_INCHES + 0.3) * n_rows + (0.4 if title else 0)
+    lines = textwrap.wrap(title, width=max(24, round(CELL_INCHES * n_cols * TITLE_CHARS_PER_INCH)))
+    strip = 0.1 + 0.3 * len(lines)
+    height = (CELL_INCHES + 0.3) * n_rows + (strip if title else 0)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(CELL_INCHES * n_cols, height), squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
@@ -139,21 +125,27 @@ def draw_grid(
                 ax.set_title(cell.title or col_titles[j], fontsize=11)
             if j == 0 and i < len(row_titles):
                 ax.set_ylabel(row_titles[i], fontsize=11)
-    if title:  # in a strip of its own at the top, however tall the grid
-        fig.suptitle(title, fontsize=13, y=1 - 0.08 / height)
-    fig.tight_layout(rect=(0, 0, 1, 1 - (0.4 / height if title else 0)))
-    try:
-        png = atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-    finally:
-        plt.close(fig)
+    if title:  # in a strip of its own at the top, however tall the grid, wrapped to the grid's width
+        fig.suptitle("\n".join(lines), fontsize=13, y=1 - 0.08 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (strip / height if title else 0)))
     sidecar = {
-        "kind": "grid", "analyzer": analyzer, "title": title, "col_titles": list(col_titles),
-        "row_titles": list(row_titles),
+        "col_titles": list(col_titles), "row_titles": list(row_titles),
         "cells": [[c.path.name if c is not None and c.path is not None else None for c in row] for row in rows],
         **(extra or {}),
     }
     if any(c is not None and c.title for row in rows for c in row):
         sidecar["cell_titles"] = [[c.title if c is not None else "" for c in row] for row in rows]
+    return _save(fig, Path(path), analyzer, title, sidecar)
+
+
+def _save(fig: Any, path: Path, analyzer: str, title: str, fields: dict[str, Any]) -> Path:
+    """Write a matplotlib figure as a PNG (atomically) with the JSON sidecar the gallery reads: a ``grid``
+    of ``analyzer``, its title, ``fields``, and the gallery's recording if any; closes the figure."""
+    try:
+        png = atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    finally:
+        plt.close(fig)
+    sidecar = {"kind": "grid", "analyzer": analyzer, "title": title, **fields}
     figure = _figure.get()
     if figure is not None:
         sidecar["figure"] = {**figure[0], "seconds": round(time.perf_counter() - figure[1], 1)}
@@ -196,3 +188,64 @@ def draw_patches(result: Patches, path: str | Path) -> Path:
     extra = {"record": json.loads(result.record.to_json()), "patches": result.listing()}
     rows = [f"channel {c}\nmean {float(result.means[c]):.3g}" for c in result.channels]
     return draw_grid(patch_rows(result), path, col_titles=cols, row_titles=rows, title=title, analyzer="patches", extra=extra)
+
+
+def shown_steps(steps: Sequence[str], width: int = MAX_COLUMNS) -> list[int]:
+    """The randomization steps a sanity figure shows: the original, then at most ``width`` - 1 steps spread
+    evenly from the first (the logits) to the last (every block random)."""
+    n = len(steps) - 1
+    if n <= width - 1:
+        return list(range(len(steps)))
+    return [0, *dict.fromkeys(1 + round(i * (n - 1) / (width - 2)) for i in range(width - 1))]
+
+
+def draw_sanity(check: SanityCheck, path: str | Path, title: str = "") -> Path:
+    """Adebayo et al.'s figure: a row per method, the original map and then the maps after each shown
+    randomization step, each captioned with its rank correlation and SSIM to the original. The sidecar
+    holds the record with every step's similarities."""
+    columns = shown_steps(check.steps)
+    rows = [[Cell(picture(check.maps[m][k], m, check.input), "" if k == 0 else
+                  f"ρ {check.spearman[m][k]:.2f} · SSIM {check.ssim[m][k]:.2f}") for k in columns] for m in check.methods]
+    titles = [check.steps[k] if k == 0 else f"−{check.steps[k]}" for k in columns]
+    extra = {"record": json.loads(check.record.to_json())}
+    return draw_grid(rows, path, col_titles=titles, row_titles=check.methods, title=title, analyzer="trust", extra=extra)
+
+
+def draw_similarity(check: SanityCheck, path: str | Path, title: str = "") -> Path:
+    """The rank correlation and SSIM of each method's map with the original, against the randomization
+    step (the paper's similarity plot)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharex=True)
+    steps = range(len(check.steps))
+    for method in check.methods:
+        axes[0].plot(steps, check.spearman[method], marker=".", label=method)
+        axes[1].plot(steps, check.ssim[method], marker=".", label=method)
+    for ax, name in zip(axes, ("Spearman rank correlation (|map|)", "SSIM (|map|)")):
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks(list(steps), check.steps, rotation=70, fontsize=7)
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_ylim(-1.05, 1.05)
+    axes[0].set_ylabel(f"{check.record.params['randomization']} randomization")
+    axes[1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Path(path), "trust", title, {"record": json.loads(check.record.to_json())})
+
+
+def draw_faithfulness(result: Faithfulness, path: str | Path, title: str = "") -> Path:
+    """The deletion and insertion curves of every method and of a random order (dashed), with their areas
+    in the legend."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for name in [*result.methods, RANDOM]:
+        style = {"linestyle": "--", "color": "black"} if name == RANDOM else {}
+        for ax, kind, curve in ((axes[0], "deletion", result.deletion), (axes[1], "insertion", result.insertion)):
+            ax.plot(result.fractions, curve[name], label=f"{name} {result.auc[name][kind]:.3f}", linewidth=1.2, **style)
+    for ax, kind in zip(axes, ("deletion: best pixels blurred first", "insertion: best pixels restored first")):
+        ax.set_title(kind, fontsize=10)
+        ax.set_xlabel("share of pixels")
+        ax.legend(fontsize=7, title="AUC", title_fontsize=7)
+    axes[0].set_ylabel(f"class {result.score}" if result.score == "probability" else "target activation")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, Path(path), "trust", title, {"record": json.loads(result.record.to_json())})

@@ -133,7 +133,9 @@ def test_publish_writes_a_lean_copy_without_cells(quick_gallery, tmp_path):
     assert result.returncode == 0, result.stderr
     names = {p.name for p in lean.iterdir()}
     assert "index.html" in names and not {n for n in names if n.endswith((".png", ".npy", ".npz"))}
-    assert all(n.endswith(("_grid.webp", "_grid.json")) or "transfer_" in n or n == "index.html" for n in names)
+    figures = {n.removesuffix(".webp") for n in names if n.endswith(".webp")}
+    assert names == {"index.html", *(f"{stem}.webp" for stem in figures), *(f"{stem}.json" for stem in figures)}
+    assert all(json.loads((lean / f"{stem}.json").read_text())["kind"] == "grid" for stem in figures)
     page = _page(lean)
     for link in page.links:
         assert (lean / link).is_file(), link

@@ -61,6 +61,13 @@ class HookedModel:
         fast.autocast = autocast_dtype(self.precision, self.device)
         return fast
 
+    def clone(self) -> HookedModel:
+        """This model with a deep copy of its network: changing the copy's weights leaves this one as it is."""
+        twin = copy.copy(self)
+        twin.net = copy.deepcopy(self.net)
+        twin._modules = dict(twin.net.named_modules())
+        return twin
+
     @property
     def compute_precision(self) -> str:
         """The precision the forward pass runs in: fp32, bf16 or fp16 (for the run's record)."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from cnnviz.analyzers.saliency import METHODS
+from cnnviz.analyzers.saliency.faithfulness import STEPS
+from cnnviz.analyzers.saliency.sanity import blocks
 from cnnviz.analyzers.texture import PAPER_TEXTURE_SETS
 from cnnviz.analyzers.transfer import CONTENT_LAYERS, STYLE_LAYERS
 from cnnviz.core.hooked import HookedModel, load_model, with_head
@@ -78,7 +80,14 @@ def _ascent(figure: AscentFigure, model: HookedModel) -> list[Work]:
 
 
 def _saliency(figure: SaliencyFigure, model: HookedModel) -> list[Work]:
-    per_image = sum(method.passes for method in METHODS.values())
+    """Each method's passes per image; the sanity check repeats them once per randomized block, the
+    faithfulness check adds two curves' forward passes per method and for the random order."""
+    methods = [METHODS[name] for name in figure.methods or METHODS]
+    per_image = sum(method.passes for method in methods)
+    if figure.sanity:
+        per_image *= 1 + len(blocks(model, torch.zeros(1, 3, 32, 32, device=model.device)))
+    if figure.faithfulness:
+        per_image += (len(methods) + 1) * 2 * (STEPS + 1) * FORWARD_ONLY
     return [Work(LOGITS, figure.size, len(figure.images) * per_image)]
 
 

@@ -17,10 +17,13 @@ from cnnviz.optim.settings import Settings, Transform
 from cnnviz.optvis.regularizers import Blur, Clip, Decay
 from cnnviz.optvis.transforms import Jitter, standard
 
-SECTIONS = ("saliency", "ascent", "patches", "invert", "texture", "transfer")
+SECTIONS = ("saliency", "trust", "ascent", "patches", "invert", "texture", "transfer")
 PAPERS = "papers"
 """The model name that gives each section its paper's network."""
 CLASSES = ("espresso", "tabby", "goldfish", "volcano")
+TRUST_METHODS = ("backprop", "guided", "gradcam", "smoothgrad", "integrated-gradients")
+"""The sanity figure's rows: the paper's comparison (plain gradient, guided backprop, Grad-CAM, SmoothGrad,
+integrated gradients)."""
 CLASS_MODEL, PAPERS_MODEL = "efficientnet_lite0", "vgg16"
 
 ROWS = ("none", "L2", "L2+blur", "L2+blur+clip", "+jitter")
@@ -44,7 +47,8 @@ class Preset:
     iters: int
 
 
-FULL = {"saliency": Preset(224, 0), "ascent": Preset(192, 160), "patches": Preset(224, 0), "invert": Preset(192, 150),
+FULL = {"saliency": Preset(224, 0), "trust": Preset(224, 0),
+        "ascent": Preset(192, 160), "patches": Preset(224, 0), "invert": Preset(192, 150),
         "texture": Preset(192, 200), "transfer": Preset(192, 100)}
 """The papers' pictures at the sizes a 2-core CPU makes in about 30 minutes in all (the papers: 224-512 px)."""
 QUICK = {**{name: Preset(64, 30) for name in SECTIONS}, "ascent": Preset(64, 20), "transfer": Preset(96, 30)}
@@ -111,9 +115,13 @@ class Figure:
 
 @dataclass(frozen=True, kw_only=True)
 class SaliencyFigure(Figure):
-    """Every saliency method on ``images`` (rows), for each image's top class."""
+    """``methods`` (empty: all) on ``images`` (rows), for each image's top class; with ``sanity`` or
+    ``faithfulness``, those checks of the methods instead of the grid."""
 
     images: tuple[str, ...]
+    methods: tuple[str, ...] = ()
+    sanity: bool = False
+    faithfulness: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,7 +178,15 @@ def figures(section: str, size: int, iters: int, model: str = PAPERS, weights: s
         return {"model": paper, "weights": None} if model == PAPERS else {"model": model, "weights": weights}
 
     made = {
-        "saliency": lambda: [SaliencyFigure(images=("chelsea", "coffee", "astronaut", "rocket"), size=size, **on(CLASS_MODEL))],
+        "saliency": lambda: [
+            SaliencyFigure(images=("chelsea", "coffee", "astronaut", "rocket"), size=size, **on(CLASS_MODEL)),
+            SaliencyFigure(images=("chelsea", "coffee"), methods=("deconvnet", "guided"), size=size, **on(PAPERS_MODEL)),
+        ],
+        "trust": lambda: [
+            SaliencyFigure(images=("chelsea",), methods=TRUST_METHODS, sanity=True, size=size, **on(CLASS_MODEL)),
+            SaliencyFigure(images=("chelsea",), methods=(*TRUST_METHODS, "occlusion"), faithfulness=True, size=size,
+                           **on(CLASS_MODEL)),
+        ],
         "ascent": lambda: [
             AscentFigure(classes=CLASSES, grid="regularizers", size=size, iters=iters, **on(CLASS_MODEL)),
             AscentFigure(classes=CLASSES, grid="param", size=size, iters=iters, **on(CLASS_MODEL)),

@@ -34,10 +34,35 @@ SECTIONS: dict[str, Section] = {
              "guided backprop pass only positive gradients back through each ReLU; guided backprop also blocks them "
              "where the forward input was negative. SmoothGrad averages the map over noisy copies of the photo, "
              "integrated gradients along a path from black. Grad-CAM weighs the last 7×7 layer's channels by their "
-             "mean gradient: it says where, coarsely; guided Grad-CAM keeps the guided edges inside that region.",
+             "mean gradient: it says where, coarsely; guided Grad-CAM keeps the guided edges inside that region. "
+             "Occlusion needs no gradient: it slides a grey window over the photo and maps how far the score drops. "
+             "The second grid shows deconvnet and guided backprop on VGG-16 (with its bundled classifier head).",
         look_for="Guided backprop draws the object's outlines (the cat's eyes and whiskers, the cup's rim); Grad-CAM "
-                 "lights the object, not the background. Deconvnet ignores the forward pass except at max-pooling, "
-                 "which EfficientNet lacks: its map is the same stride pattern for every photo.",
+                 "and occlusion light the object, not the background. Deconvnet ignores the forward pass except at "
+                 "max-pooling, which EfficientNet lacks: its map is the same stride pattern for every photo, while on "
+                 "VGG-16 the pooling switches make it follow each photo.",
+    ),
+    "trust": Section(
+        title="Can you trust the map?",
+        papers=(
+            "Adebayo et al. 2018, Sanity Checks for Saliency Maps",
+            "Petsiuk, Das & Saenko 2018, RISE (deletion and insertion)",
+            "Zeiler & Fergus 2014, Visualizing and Understanding Convolutional Networks (occlusion)",
+        ),
+        formula="ρ_k = Spearman(|M_θ(x)|, |M_θ_k(x)|), θ_k: the top k blocks re-initialised;   "
+                "AUC_del = ∫₀¹ p_c(x with the top share t of pixels blurred) dt",
+        text="A saliency map should explain the model, so it must change when the model does. The randomization "
+             "grid re-initialises EfficientNet-Lite0 block by block from the logits down (a column per shown step, "
+             "captioned with the map's rank correlation ρ and SSIM to the original) and redraws each map; the "
+             "similarity plot follows ρ and SSIM over every step. The deletion and insertion plot blurs the "
+             "photo's pixels in the order each map ranks them (deletion: the class probability should fall fast) "
+             "or restores them into the blurred photo (insertion: it should rise fast), against a random order.",
+        look_for="Guided backprop keeps drawing the same eyes and whiskers (ρ near 1) until the middle blocks are "
+                 "random, as Adebayo et al. found: it shows the photo more than the model. The plain gradient and "
+                 "integrated gradients change at the first step, SmoothGrad and Grad-CAM soon after; a fully random "
+                 "Grad-CAM covers everything. In the curves, Grad-CAM, occlusion and SmoothGrad restore the class "
+                 "fastest (the largest insertion areas); for deletion a random order of scattered blurred pixels "
+                 "is hard to beat, so read the two together.",
     ),
     "ascent": Section(
         title="Gradient ascent and feature visualization",

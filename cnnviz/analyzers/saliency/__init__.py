@@ -1,17 +1,18 @@
 """Saliency maps: what in an image a class score (or a channel, or one neuron) responds to.
 
 ``saliency`` makes one method's map of one image; the methods are a registry (``methods.py``), the ReLU
-backward rules on every kind of ReLU live in ``rules.py`` and Grad-CAM in ``gradcam.py``.
+backward rules on every kind of ReLU live in ``rules.py`` and Grad-CAM in ``gradcam.py``. Whether a map
+can be trusted: ``sanity`` (model randomization, ``sanity.py``) and ``faithfulness`` (deletion and
+insertion, ``faithfulness.py``).
 """
 
 from __future__ import annotations
 
 import time
 
-import torch
-
 from cnnviz.analyzers.common import Output, model_record
-from cnnviz.analyzers.saliency.gradcam import cam_layer, check_cam_layer, gradcam
+from cnnviz.analyzers.saliency.faithfulness import Faithfulness, faithfulness
+from cnnviz.analyzers.saliency.gradcam import cam_layer, gradcam
 from cnnviz.analyzers.saliency.methods import (
     DISPLAY_PERCENTILE,
     GRADCAM,
@@ -20,19 +21,24 @@ from cnnviz.analyzers.saliency.methods import (
     METHODS,
     RULES,
     Method,
+    Options,
     attribute,
     get_method,
+    magnitude,
+    occlusion_window,
     picture,
 )
+from cnnviz.analyzers.saliency.request import method_options, no_grad_score, option_params, prepare
 from cnnviz.analyzers.saliency.rules import clipped_relu_rule
-from cnnviz.analyzers.target import resolve_target, top_classes
+from cnnviz.analyzers.saliency.sanity import SanityCheck, sanity
+from cnnviz.analyzers.target import top_classes
 from cnnviz.core.hooked import HookedModel
-from cnnviz.core.images import ImageSource, as_image, source_name
+from cnnviz.core.images import ImageSource, source_name
 from cnnviz.core.layers import LOGITS
-from cnnviz.core.memory import check_fits
 
-__all__ = ["GRADCAM", "GUIDED_GRADCAM", "METHODS", "RULES", "Method", "attribute", "cam_layer", "clipped_relu_rule",
-           "gradcam", "get_method", "picture", "saliency"]
+__all__ = ["GRADCAM", "GUIDED_GRADCAM", "METHODS", "RULES", "Faithfulness", "Method", "Options", "SanityCheck", "attribute",
+           "cam_layer", "clipped_relu_rule", "faithfulness", "gradcam", "get_method", "magnitude", "occlusion_window",
+           "picture", "saliency", "sanity"]
 
 
 def saliency(
@@ -47,29 +53,29 @@ def saliency(
     method: str = "guided",
     size: int | None = 256,
     gradcam_layer: str | None = None,
+    occlusion_window: int | None = None,
+    occlusion_stride: int | None = None,
     seed: int = 0,
 ) -> Output:
     """The ``method`` map of one image for a class (``target``: a name, an index or 'top', the default)
     or for a channel/neuron of ``layer``. ``size`` sets the long side (None: keep the image's size).
     The output's image is the map's picture, ``raw`` the map itself, ``record.params`` the target, its
-    score and (for class targets) the model's top-5 for the image."""
+    score and (for class targets) the model's top-5 for the image. ``occlusion_window`` and
+    ``occlusion_stride`` (pixels) set the occlusion method's grey window (default: 1/7 of the short side,
+    slid by half of it)."""
     chosen = get_method(method)
-    photo = as_image(image, size, model.device)
-    check_fits(model, [LOGITS if layer is None else layer], photo.shape, batch=chosen.batch)
-    resolved = resolve_target(model, photo, target, layer, channel, y, x)
-    if chosen.cam:
-        gradcam_layer = check_cam_layer(model, resolved, photo, gradcam_layer)
+    photo, resolved = prepare(model, image, size, target, layer, channel, y, x, [chosen])
+    options = method_options(model, resolved, photo, chosen, gradcam_layer, occlusion_window, occlusion_stride, seed)
     start = time.perf_counter()
-    with torch.no_grad():
-        value = float(resolved.score(model(photo, [resolved.layer]))[0])
-    raw = attribute(model, photo, resolved, chosen.name, gradcam_layer, seed)
+    value = no_grad_score(model, photo, resolved)
+    raw = attribute(model, photo, resolved, chosen.name, options)
     params = {"image": source_name(image), "size": size, "method": chosen.name, **resolved.params(), "score": value,
               "display": "jet overlay" if chosen.map == HEATMAP else f"clipped at p{DISPLAY_PERCENTILE}"}
     if resolved.layer == LOGITS:
         params["top5"] = [[name, round(p, 4)] for name, p in top_classes(model, photo, 5)]
-    if chosen.cam:
-        params["gradcam_layer"] = gradcam_layer
     params.update(chosen.params, **({"seed": seed} if chosen.seeded else {}))
+    params.update(option_params(options))
     record = model_record("saliency", model, [resolved.layer], params, seconds=round(time.perf_counter() - start, 3))
     return Output(picture(raw, chosen.name, photo), record, raw=raw[0], input=photo)
+
 
