@@ -17,7 +17,7 @@ from cnnviz.optim.settings import compose
 from cnnviz.optvis.color import COLOR_SQRT, correlate, decorrelate
 from cnnviz.optvis.objectives import Objective, channel, diversity, neuron
 from cnnviz.optvis.param import Squashed, from_spectrum, to_spectrum
-from cnnviz.optvis.transforms import Jitter, Pad, RandomRotate, RandomScale, parse, standard
+from cnnviz.optvis.transforms import BLACK, Jitter, Pad, RandomRotate, RandomScale, Shift, parse, standard
 
 from conftest import run_cli
 from metrics import high_frequency_share
@@ -45,12 +45,16 @@ def test_the_spectrum_is_scaled_by_one_over_frequency():
 
 
 def estimate_color_sqrt(side: int = 128) -> torch.Tensor:
-    """Σ^½ / max column norm, Σ the 3×3 covariance of the RGB values in [0, 1] of the bundled photographs
-    (content and texture images; the paintings are left out), each resized to ``side`` px."""
+    """U·√S / max column norm, U·S·Uᵀ the eigen-decomposition of the 3×3 covariance of the RGB values in
+    [0, 1] of the bundled photographs (content and texture images; the paintings are left out), each
+    resized to ``side`` px; axes by falling variance, each signed so that its largest entry is positive."""
     photos = {**bundled_images("content"), **bundled_images("texture")}
     pixels = torch.cat([load_image(path, side)[0].reshape(3, -1) for _, path in sorted(photos.items())], dim=1)
     values, vectors = torch.linalg.eigh(torch.cov(pixels.double()))
-    root = (vectors @ torch.diag(values.clamp_min(0).sqrt()) @ vectors.T).float()
+    order = values.argsort(descending=True)
+    values, vectors = values[order], vectors[:, order]
+    vectors = vectors * torch.sign(vectors[vectors.abs().argmax(dim=0), torch.arange(3)])
+    root = (vectors * values.clamp_min(0).sqrt()).float()
     return root / root.norm(dim=0).max()
 
 
@@ -59,6 +63,9 @@ def test_decorrelation_is_invertible_and_estimated_from_the_bundled_photos():
     torch.testing.assert_close(correlate(decorrelate(x)), x, atol=1e-5, rtol=0)
     torch.testing.assert_close(estimate_color_sqrt(), COLOR_SQRT, atol=1e-3, rtol=0)
     assert float(COLOR_SQRT.norm(dim=0).max()) == pytest.approx(1.0, abs=1e-3)
+    covariance = COLOR_SQRT @ COLOR_SQRT.T
+    torch.testing.assert_close(COLOR_SQRT.T @ COLOR_SQRT, torch.diag(torch.linalg.eigvalsh(covariance).flip(0)), atol=1e-3, rtol=0)
+    assert (COLOR_SQRT[:, 0] > 0.5).all()  # the first axis is luminance: all three channels together
 
 
 def test_sigmoid_parameterizations_stay_in_range_and_are_seeded():
@@ -96,9 +103,23 @@ def test_pad_grows_by_its_width_with_grey_and_standard_is_olahs_list():
     image = torch.zeros(1, 3, 10, 10)
     padded = Pad(3)(image, torch.Generator())
     assert padded.shape == (1, 3, 16, 16) and float(padded[..., 0, 0].mean()) == 0.5
-    assert standard() == (Pad(12), Jitter(8), RandomScale(0.9, 1.1), RandomRotate(10.0), Jitter(4))
+    assert standard() == (Pad(12), Shift(8), RandomScale(0.9, 1.1), RandomRotate(10.0, BLACK), Shift(4))
     assert parse("standard") == standard() and parse("none") == ()
-    assert parse("pad=4,scale=0.95:1.05,rotate=5,jitter=2") == (Pad(4), RandomScale(0.95, 1.05), RandomRotate(5.0), Jitter(2))
+    assert parse("pad=4,scale=0.95:1.05,rotate=5,jitter=2,shift=3") == (
+        Pad(4), RandomScale(0.95, 1.05), RandomRotate(5.0, BLACK), Jitter(2), Shift(3))
+
+
+def test_shift_moves_the_picture_without_wrapping_and_fills_black():
+    image = torch.arange(36.0).view(1, 1, 6, 6).expand(1, 3, 6, 6).contiguous() + 1
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        dy, dx = torch.randint(0, 4, (2,), generator=torch.Generator().manual_seed(seed)).tolist()
+        moved = Shift(4)(image, generator)
+        assert moved.shape == image.shape
+        assert torch.equal(moved[..., dy:, dx:], image[..., : 6 - dy, : 6 - dx])
+        assert (moved[..., :dy, :] == BLACK).all() and (moved[..., :, :dx] == BLACK).all()
+    turned = [RandomRotate(10.0, BLACK)(torch.ones(1, 3, 32, 32), torch.Generator().manual_seed(s)) for s in range(8)]
+    assert min(float(t[..., 0, 0].max()) for t in turned) < 0.5 < min(float(t[..., 16, 16].min()) for t in turned)
     for bad in ("blur=3", "pad=x", "scale=1.2:0.8", "rotate=-4"):
         with pytest.raises(CnnvizError, match="--transforms"):
             parse(bad)

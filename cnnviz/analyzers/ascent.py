@@ -9,13 +9,15 @@ gradient at the start, so one λ suits every target and image size. Yosinski et 
 decay come with the loop's ``Settings.regularizers``, jitter with its ``transforms``. ``init_noise``
 adds seeded Gaussian noise to the start, for networks whose gradient is zero at the zero image.
 **Fourier** (Olah et al. 2017, "Feature Visualization"): the image is sigmoid(C · 1/f-scaled spectrum)
-(``cnnviz.optvis.param``), optionally colour-decorrelated, under random pad, jitter, zoom and turn
+(``cnnviz.optvis.param``), optionally colour-decorrelated, under random pad, shift, zoom and turn
 (``cnnviz.optvis.transforms``), and Adam maximises S itself. ``render`` maximises any composed
 ``cnnviz.optvis.objectives.Objective``, as Lucid's ``render_vis`` does.
 
 Targets are taken as named: ``relu4_3`` climbs the ReLU's output, ``conv4_3`` its pre-activation (whose
 gradient is never cut off by the ReLU, Lucid's ``*_pre_relu``). Several targets, and several copies of
 each (pushed apart by ``diversity``, a Gram-similarity penalty), run as one batch where memory allows.
+The optimization runs in the machine's fast precision (``HookedModel.for_optimization``: bf16 where
+native); the recorded scores and probabilities are computed in fp32.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from cnnviz.analyzers.common import Output, record, zero_image
+from cnnviz.analyzers.common import Output, Outputs, record, zero_image
 from cnnviz.analyzers.saliency.gradcam import cam_layer
 from cnnviz.analyzers.target import Target, check_target_given, class_probabilities, resolve_target
 from cnnviz.core.hooked import HookedModel
@@ -209,7 +211,8 @@ def _ascend_batch(
                        lambda acts, x, s=diversity_objective(layers[t][1], items): s(acts))
                   for i, (t, items, g) in enumerate(zip(targets, groups, scale))]
     terms.append(Term("l2", recipe.l2_weight * batch, (), lambda acts, x: l2_norm(x - zero)))
-    loss = Loss(model, terms)
+    fast = model.for_optimization()
+    loss = Loss(fast, terms)
 
     def report(step: Step) -> None:
         mean = sum(-step.losses[f"score{i}"] * g for i, g in enumerate(scale)) / batch
@@ -226,7 +229,7 @@ def _ascend_batch(
                       "batch": batch, "score_start": float(before[k]), "score": float(after[k])}
             if t.layer == LOGITS:
                 params["probability"] = float(class_probabilities(model, image)[0, t.channel])
-            outputs.append(Output(image, record("ascent", model, layers[t], params, settings, result)))
+            outputs.append(Output(image, record("ascent", fast, layers[t], params, settings, result)))
     return outputs
 
 
@@ -243,7 +246,8 @@ def render(
     """Maximise a composed ``Objective`` (``cnnviz.optvis.objectives``: ``channel(...) + 0.5 * neuron(...)``,
     ``... + λ * diversity(...)``) over a batch of ``copies`` images, as Lucid's ``render_vis`` does; by
     default with Olah et al.'s recipe (fft, decorrelated colours, standard transforms). One ``Output`` per
-    image, each recording the objective's value for the whole batch (``score``)."""
+    image, each recording the objective's value for the whole batch (``score``), as ``Outputs`` (a list that a
+    notebook shows as one row)."""
     recipe = recipe or Recipe("fft", True, 0.0)
     recipe.check()
     check_size(size)
@@ -253,7 +257,8 @@ def render(
     check_fits(model, list(objective.layers), (size, size), state_images(settings.optimizer), batch=copies)
     param = start_image(model, recipe, (copies, 3, size, size), settings.seed)
     zero = zero_image(model, (1, 3, 1, 1))
-    loss = Loss(model, [
+    fast = model.for_optimization()
+    loss = Loss(fast, [
         Term("score", -1.0, objective.layers, lambda acts, x: objective(acts)),
         Term("l2", recipe.l2_weight * copies, (), lambda acts, x: l2_norm(x - zero)),
     ])
@@ -261,8 +266,8 @@ def render(
     with torch.no_grad():
         final = float(objective(model(result.image, objective.layers)))
     params = {"size": size, **recipe.params(), "objective": repr(objective), "copies": copies, "score": final}
-    return [Output(result.image[i:i + 1], record("ascent", model, list(objective.layers), {**params, "copy": i}, settings, result))
-            for i in range(copies)]
+    return Outputs(Output(result.image[i:i + 1], record("ascent", fast, list(objective.layers), {**params, "copy": i}, settings,
+                                                      result)) for i in range(copies))
 
 
 def ascend(

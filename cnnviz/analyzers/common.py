@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL.Image import Image
 from torch import Tensor
 
+from cnnviz.core.display import Picture, png_bytes, row, show
 from cnnviz.core.files import atomic_write
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import load_image, resize, save_png
@@ -17,11 +19,12 @@ from cnnviz.core.records import Record, write_sidecar
 from cnnviz.optim.settings import Result, Settings
 
 
-@dataclass
-class Output:
+@dataclass(repr=False)
+class Output(Picture):
     """What every analyzer returns: its image (1, 3, H, W) in [0, 1], the record its sidecar holds,
     optionally the raw values the image displays (a saliency map's gradient, for example) and the
-    input image it analysed, as the analyzer saw it (resized)."""
+    input image it analysed, as the analyzer saw it (resized). In a notebook it shows as its picture with a
+    one-line caption; ``show()`` opens it elsewhere."""
 
     image: Tensor
     record: Record
@@ -36,6 +39,22 @@ class Output:
             atomic_write(png.with_suffix(".npy"), lambda tmp: np.save(tmp, array))
         write_sidecar(png, self.record)
         return png
+
+
+class Outputs(list):
+    """A list of ``Output`` that a notebook shows as one row of captioned pictures (``render`` returns one;
+    wrap any list to show it so: ``Outputs(cnnviz.invert(image, layer) for layer in layers)``)."""
+
+    def picture(self) -> Image.Image:
+        """Every output's captioned picture, side by side."""
+        return row([output.picture() for output in self])
+
+    def _repr_png_(self) -> bytes | None:
+        return png_bytes(self.picture()) if self else None
+
+    def show(self) -> None:
+        """Show the row as ``Output.show`` shows one picture."""
+        show(self, self.picture(), f"{len(self)} pictures")
 
 
 def noise(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:

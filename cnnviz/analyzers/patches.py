@@ -29,6 +29,7 @@ from cnnviz.analyzers.channels import Channels, parse_channels
 from cnnviz.analyzers.common import model_record
 from cnnviz.analyzers.saliency import attribute, picture
 from cnnviz.analyzers.target import Target
+from cnnviz.core.display import Picture
 from cnnviz.core.files import atomic_write
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import ImageSource, as_image, check_size, image_set, resize, save_png, source_name
@@ -43,8 +44,8 @@ BORDER = 0.5  # mid-grey where a receptive field crosses the image border
 POOL_PER_SIZE = 2  # candidates kept per channel: top x sizes x this, enough after cross-size suppression
 
 
-@dataclass
-class Patches:
+@dataclass(repr=False)
+class Patches(Picture):
     """The top patches of each chosen channel: row r is channel ``channels[r]``, column k its k-th best.
 
     Arrays have shape (channels, top); a channel with fewer than ``top`` distinct spots of positive
@@ -55,7 +56,8 @@ class Patches:
     can change the unit (in the image, seen by the network). ``patches`` (and ``guided``, the
     guided-backprop maps, if asked for) are (channels, top, 3, P, P). ``means`` is every channel's mean
     activation over the set. Like an analyzer's ``Output`` it has an ``image`` (every patch tiled, rows:
-    channels), a ``record`` and ``save``; ``cnnviz.figures.draw_patches`` draws the captioned grid.
+    channels), a ``record`` and ``save``, and shows itself in a notebook (or with ``show()``);
+    ``cnnviz.figures.draw_patches`` draws the captioned grid.
     """
 
     layer: str

@@ -78,8 +78,9 @@ SECTIONS: dict[str, Section] = {
              "the regularizers come on row by row: Simonyan et al.'s L2 penalty, then Yosinski et al.'s Gaussian "
              "blur every few steps, clipping of weak pixels, and random shifts (jitter). The parameterization grids "
              "change what is optimised instead: the pixels with L2 and blur; a spectrum ŝ scaled by 1/frequency "
-             "(fft); the same with decorrelated colours C under a sigmoid; and that with random pad, jitter, zoom "
-             "and turn before every step (Olah et al.'s recipe).",
+             "(fft); the same with decorrelated colours C under a sigmoid (one parameter per principal colour "
+             "axis); and that with random pad, shift, zoom and turn before every step (Olah et al.'s recipe, with "
+             "Lucid's black fill where the picture moves away).",
         look_for="Pixel ascent raises the score through high-frequency patterns nobody would recognise; the "
                  "regularizers bring out larger structures (cup rims for espresso). The Fourier rows are smoother "
                  "and more colourful, and with the transforms the class appears as objects: cups, cat faces, "

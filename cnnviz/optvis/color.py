@@ -2,11 +2,15 @@
 colour-opponent axes, which ``decorrelate`` mixes into RGB logits, so that a step can change one without
 the others.
 
-``COLOR_SQRT`` is the symmetric square root Σ^½ of the 3×3 covariance of the RGB values in [0, 1] of the
-bundled photographs (content and texture images; the paintings are left out), scaled so that its
-largest column has norm 1 (Lucid uses the factor U·√S of an ImageNet covariance's SVD instead; both
-are square roots of a natural-image covariance). A test re-estimates it from the photographs. Its
-dominant direction is luminance (all three channels together), then a red-blue and a green-magenta axis.
+``COLOR_SQRT`` is a square root C of the 3×3 covariance Σ = C·Cᵀ of the RGB values in [0, 1] of the
+bundled photographs (content and texture images; the paintings are left out): the factor U·√S of Σ's
+eigen-decomposition, one column per principal colour axis (luminance, then a red-blue and a
+green-magenta axis, each of its own standard deviation), scaled so that its largest column has norm 1,
+as Lucid factors its ImageNet covariance. A test re-estimates it from the photographs. The factor form
+matters to Adam, which steps each parameter by about its learning rate: with one parameter per
+principal axis, the weak colour axes move by their small share of natural variation, where a symmetric
+root mixing every axis into every parameter lets colour noise move as fast as luminance (saturated
+speckle).
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from torch import Tensor
 from cnnviz.core.images import mix_channels
 
 COLOR_SQRT = torch.tensor([
-    [0.9030, 0.3987, 0.1599],
-    [0.3987, 0.5884, 0.4634],
-    [0.1599, 0.4634, 0.7075],
+    [0.6173, 0.3397, -0.0249],
+    [0.5883, -0.0854, 0.0675],
+    [0.5224, -0.3054, -0.0466],
 ])
 
 
