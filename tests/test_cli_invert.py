@@ -51,12 +51,18 @@ def test_invert_layers_writes_one_grid_cell_per_layer(tmp_path):
     assert width == round(3 * CELL_INCHES * DPI)
 
 
+def _terminal_ctrl_c() -> None:
+    """In the child: Ctrl-C as a terminal delivers it. A suite started in the background (``cmd &``) hands its
+    children SIGINT ignored, and Python then installs no KeyboardInterrupt handler at start-up."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_saves_the_latest_image_marked_interrupted(tmp_path):
     png = tmp_path / "invert_astronaut_relu3_1.png"
     process = subprocess.Popen(
         [sys.executable, "-m", "cnnviz", "invert", "--layer", "relu3_1", "--size", "64", "--iters", "100000",
          "--optimizer", "adam", "--save-every", "1", "--out", str(tmp_path), "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_ctrl_c,
     )
     deadline = time.time() + 120
     while not png.exists() and time.time() < deadline and process.poll() is None:
@@ -73,7 +79,7 @@ def test_sigint_saves_the_latest_image_marked_interrupted(tmp_path):
 
 def test_ctrl_c_during_start_up_ends_quietly(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "cnnviz", "invert", "--size", "32", "--out", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_terminal_ctrl_c)
     time.sleep(0.3)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
