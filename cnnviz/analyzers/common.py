@@ -57,6 +57,16 @@ class Outputs(list):
         show(self, self.picture(), f"{len(self)} pictures")
 
 
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], record: Record | None = None) -> Path:
+    """Write ``arrays`` as one compressed .npz and, with a ``record``, its JSON sidecar, each atomically;
+    returns the .npz path."""
+    target = Path(path).with_suffix(".npz")
+    atomic_write(target, lambda tmp: np.savez_compressed(tmp, **arrays))
+    if record is not None:
+        write_sidecar(target, record)
+    return target
+
+
 def noise(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:
     """Seeded uniform noise around mid-grey (the usual start of inversion and texture synthesis)."""
     generator = torch.Generator().manual_seed(seed)

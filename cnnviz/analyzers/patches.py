@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cnnviz.analyzers.channels import Channels, parse_channels
-from cnnviz.analyzers.common import model_record
+from cnnviz.analyzers.common import model_record, save_arrays
 from cnnviz.analyzers.saliency import attribute, picture
 from cnnviz.analyzers.target import Target
 from cnnviz.core.display import Picture
@@ -104,7 +104,7 @@ class Patches(Picture):
                   "supports": self.supports.numpy(), "patches": self.patches.numpy(), "means": self.means.numpy()}
         if self.guided is not None:
             arrays["guided"] = self.guided.numpy()
-        return atomic_write(Path(path).with_suffix(".npz"), lambda tmp: np.savez_compressed(tmp, **arrays))
+        return save_arrays(path, arrays)
 
     def save(self, path: str | Path) -> Path:
         """Write the tiled ``image`` as PNG, its JSON sidecar (the record and every patch's listing) and the

@@ -14,20 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
-from cnnviz.analyzers.common import model_record
+from cnnviz.analyzers.common import model_record, save_arrays
 from cnnviz.analyzers.saliency.methods import attribute, magnitude
 from cnnviz.analyzers.saliency.request import chosen_methods, method_options, option_params, prepare
-from cnnviz.analyzers.target import Target
-from cnnviz.core.files import atomic_write
+from cnnviz.analyzers.target import Target, class_probabilities
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import ImageSource, source_name
 from cnnviz.core.layers import LOGITS
-from cnnviz.core.records import Record, write_sidecar
+from cnnviz.core.records import Record
 from cnnviz.errors import CnnvizError
 
 RANDOM = "random"
@@ -58,8 +56,8 @@ def _scores(model: HookedModel, images: Tensor, target: Target) -> Tensor:
     out = []
     with torch.no_grad():
         for chunk in images.split(BATCH):
-            acts = model(chunk, [target.layer])
-            out.append(acts[LOGITS].float().softmax(dim=1)[:, target.channel] if target.layer == LOGITS else target.score(acts))
+            out.append(class_probabilities(model, chunk)[:, target.channel] if target.layer == LOGITS
+                       else target.score(model(chunk, [target.layer])))
     return torch.cat(out).cpu()
 
 
@@ -97,11 +95,7 @@ class Faithfulness:
 
     def save(self, path: str | Path) -> Path:
         """Write the maps as .npz and the record (curves and areas) as its JSON sidecar; returns the .npz path."""
-        target = Path(path).with_suffix(".npz")
-        arrays = {name: raw.numpy() for name, raw in self.maps.items()}
-        atomic_write(target, lambda tmp: np.savez_compressed(tmp, **arrays))
-        write_sidecar(target, self.record)
-        return target
+        return save_arrays(path, {name: raw.numpy() for name, raw in self.maps.items()}, self.record)
 
 
 def faithfulness(

@@ -17,19 +17,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnviz.analyzers.common import model_record
+from cnnviz.analyzers.common import model_record, save_arrays
 from cnnviz.analyzers.saliency.methods import attribute, magnitude
 from cnnviz.analyzers.saliency.request import chosen_methods, method_options, option_params, prepare
-from cnnviz.core.files import atomic_write
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import ImageSource, source_name
 from cnnviz.core.layers import LOGITS
-from cnnviz.core.records import Record, write_sidecar
+from cnnviz.core.records import Record
 from cnnviz.errors import CnnvizError, unknown
 
 RANDOMIZATIONS = ("cascading", "independent")
@@ -93,10 +91,15 @@ def randomize(net: nn.Module, block: Block, seed: int) -> None:
 
 def randomized(model: HookedModel, order: Sequence[Block], randomization: str, seed: int) -> Iterator[tuple[str, HookedModel]]:
     """(block name, a copy of ``model`` with it randomized) for the blocks of ``order`` from the last (the
-    logits) down: ``cascading`` keeps the blocks randomized before it, ``independent`` randomizes it alone."""
+    logits) down: ``cascading`` keeps the blocks randomized before it, ``independent`` randomizes it alone.
+    An unknown ``randomization`` is refused at the call, before any step runs."""
     if randomization not in RANDOMIZATIONS:
         raise unknown("randomization", randomization, RANDOMIZATIONS)
-    cascade = model.clone() if randomization == "cascading" else None
+    return _steps(model, order, randomization == "cascading", seed)
+
+
+def _steps(model: HookedModel, order: Sequence[Block], cascading: bool, seed: int) -> Iterator[tuple[str, HookedModel]]:
+    cascade = model.clone() if cascading else None
     for k, block in enumerate(reversed(order)):
         twin = cascade if cascade is not None else model.clone()
         randomize(twin.net, block, seed + k)
@@ -160,11 +163,8 @@ class SanityCheck:
     def save(self, path: str | Path) -> Path:
         """Write the maps as .npz (``METHOD/STEP`` arrays) and the record (with the similarities) as its
         JSON sidecar, each atomically; returns the .npz path."""
-        target = Path(path).with_suffix(".npz")
         arrays = {f"{m}/{k:02d}_{step}": self.maps[m][k].numpy() for m in self.methods for k, step in enumerate(self.steps)}
-        atomic_write(target, lambda tmp: np.savez_compressed(tmp, **arrays))
-        write_sidecar(target, self.record)
-        return target
+        return save_arrays(path, arrays, self.record)
 
 
 def sanity(
@@ -189,15 +189,13 @@ def sanity(
     compared with the original by rank correlation and SSIM. The target (``top`` included) is resolved
     on the original model and kept."""
     chosen = chosen_methods(methods)
-    if randomization not in RANDOMIZATIONS:
-        raise unknown("randomization", randomization, RANDOMIZATIONS)
     photo, resolved = prepare(model, image, size, target, layer, channel, y, x, chosen)
     options = {m.name: method_options(model, resolved, photo, m, gradcam_layer, occlusion_window, occlusion_stride, seed)
                for m in chosen}
-    order = blocks(model, photo)
+    randomizations = randomized(model, blocks(model, photo), randomization, seed)
     start = time.perf_counter()
     steps, maps = [ORIGINAL], {m.name: [attribute(model, photo, resolved, m.name, options[m.name]).cpu()] for m in chosen}
-    for name, twin in randomized(model, order, randomization, seed):
+    for name, twin in randomizations:
         steps.append(name)
         for m in chosen:
             maps[m.name].append(attribute(twin, photo, resolved, m.name, options[m.name]).cpu())
