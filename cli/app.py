@@ -1,4 +1,4 @@
-"""``cnnviz``: one command per analyzer, plus layers, models, images, classes and gallery.
+"""``cnnviz``: one command per analyzer, plus layers, models, images, classes, gallery and microscope.
 
 Every user mistake is a ``CnnvizError``: printed as one ``error: ...`` line, exit code 2.
 """
@@ -18,7 +18,7 @@ from typer import Abort, Exit
 from typer._click.exceptions import ClickException
 
 from cnnviz import __version__
-from cnnviz.cli import ascent, gallery, head, invert, patches, saliency, texture, transfer
+from cnnviz.cli import ascent, gallery, head, invert, microscope, patches, saliency, texture, transfer
 from cnnviz.cli.options import Run, remove_created, run_options
 from cnnviz.errors import CnnvizError, CnnvizNote
 
@@ -43,6 +43,7 @@ app.command("texture")(texture.command)
 app.command("transfer")(transfer.command)
 app.command("patches")(patches.command)
 app.command("gallery")(gallery.command)
+app.command("microscope")(microscope.command)
 app.add_typer(head.app, name="head")
 
 

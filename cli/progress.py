@@ -81,3 +81,28 @@ def counting(label: str, quiet: bool) -> Iterator[Callable[[Tick], None] | None]
             show(total=tick.total, completed=tick.images, info=f"{rate:.1f} images/s")
 
         yield update
+
+
+@contextmanager
+def stages(quiet: bool) -> Iterator[Callable[[Any], None] | None]:
+    """A callback for a run of stages (``cnnviz.microscope.run.Stage``): one bar per stage, items done of its
+    total (counting up where the total is not known yet); ``None`` when quiet."""
+    if quiet:
+        yield None
+        return
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=Console(stderr=True))
+    tasks: dict[str, Any] = {}
+
+    def update(stage: Any) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        if stage.stage not in tasks:
+            tasks[stage.stage] = bar.add_task(stage.stage, total=stage.total)
+        bar.update(tasks[stage.stage], completed=stage.done, total=stage.total)
+
+    try:
+        yield update
+    finally:
+        if bar.live.is_started:
+            bar.stop()

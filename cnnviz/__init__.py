@@ -1,10 +1,10 @@
 """cnnviz: show what a convolutional network sees.
 
 The analyzers, of one shape (see ``cnnviz.api``): ``saliency`` (and its checks ``sanity`` and
-``faithfulness``), ``ascent``, ``render``, ``invert``,
-``texture``, ``transfer`` and ``patches``; feature visualization's objectives (``Objective``, ``channel``,
-``neuron``, ``diversity``) and regularizers; ``load_model`` gives a ``HookedModel`` that returns named
-activations. This list is the public surface. Names are imported on first use, so ``import cnnviz``
+``faithfulness``), ``ascent``, ``render``, ``invert``, ``texture``, ``transfer`` and ``patches``;
+``microscope`` (every unit of some layers over an image set, as a site); feature visualization's
+objectives (``Objective``, ``channel``, ``neuron``, ``diversity``) and regularizers; ``load_model`` gives a
+``HookedModel`` that returns named activations. This list is the public surface. Names are imported on first use, so ``import cnnviz``
 (and the command line) start fast.
 """
 
@@ -23,7 +23,7 @@ _EXPORTS = {
     "HookedModel": "cnnviz.core.hooked", "load_model": "cnnviz.core.hooked", "load_image": "cnnviz.core.images",
     "save_png": "cnnviz.core.images", "Output": "cnnviz.analyzers.common", "Outputs": "cnnviz.analyzers.common",
     "Patches": "cnnviz.analyzers.patches", "Recipe": "cnnviz.analyzers.ascent", "CnnvizError": "cnnviz.errors",
-    "Settings": "cnnviz.optim.settings",
+    "Settings": "cnnviz.optim.settings", "microscope": "cnnviz.microscope.api",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from cnnviz.analyzers.patches import BORDER, Patches  # noqa: E402
+from cnnviz.analyzers.candidates import BORDER  # noqa: E402
+from cnnviz.analyzers.patches import Patches  # noqa: E402
 from cnnviz.analyzers.saliency.faithfulness import RANDOM, Faithfulness  # noqa: E402
 from cnnviz.analyzers.saliency.methods import picture  # noqa: E402
 from cnnviz.analyzers.saliency.sanity import SanityCheck  # noqa: E402

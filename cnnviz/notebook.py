@@ -15,15 +15,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from cnnviz.core.display import in_notebook
-from cnnviz.core.progress import Tick
+from cnnviz.core.progress import Stage, Tick
 from cnnviz.optim.settings import Step
 
 EVERY = 0.25  # seconds between updates of the bar
 
 
-def describe(record: Step | Tick) -> tuple[int, int | None, str]:
+def describe(record: Step | Tick | Stage) -> tuple[int, int | None, str]:
     """(done, total, text) of a progress record: iterations with scale, loss terms and evaluations per
-    second; or images with images per second."""
+    second; or images with images per second; or a stage's items."""
+    if isinstance(record, Stage):
+        return record.done, record.total, f"{record.stage}: {record.done}/{record.total or '?'} · {record.seconds:.0f} s"
     if isinstance(record, Tick):
         rate = record.images / record.seconds if record.seconds > 0 else 0.0
         return record.images, record.total, f"{record.images}/{record.total} images · {rate:.1f} images/s"
@@ -33,7 +35,7 @@ def describe(record: Step | Tick) -> tuple[int, int | None, str]:
     return done, record.total, f"{done}/{record.total} · {record.scale} px · {terms} · {rate:.1f} eval/s"
 
 
-def bundle(label: str, record: Step | Tick) -> dict[str, str]:
+def bundle(label: str, record: Step | Tick | Stage) -> dict[str, str]:
     """The bar as a display bundle: an HTML ``<progress>`` with its text, and the text alone."""
     done, total, text = describe(record)
     bar = f'<progress value="{done}" max="{total}" style="width:16em"></progress>' if total else ""

@@ -50,3 +50,14 @@ def quick_gallery(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quick-gallery")
     result = run_cli("gallery", "--quick", "--iters", "5", "--threads", "1", "--out", str(folder))
     return folder, result
+
+
+@pytest.fixture(scope="session")
+def small_microscope(vgg, tmp_path_factory):
+    """A microscope of four units of VGG-16 conv3_3 over the bundled photos, tiny and quick: its folder."""
+    from cnnviz.microscope.run import microscope
+
+    out = tmp_path_factory.mktemp("microscope") / "vgg16"
+    microscope(vgg, ["astronaut", "chelsea", "coffee", "rocket"], layers="conv3_3", units="0-3", out=out, top=3, sizes=(64,),
+               fv_size=32, fv_iters=2, command="cnnviz microscope vgg16 --layers conv3_3 --units 0-3")
+    return out

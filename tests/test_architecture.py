@@ -18,7 +18,7 @@ from cnnviz.analyzers.patches import Patches
 from cnnviz.cli import ascent, invert, patches, saliency, texture, transfer
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("core", "optim", "losses", "optvis", "analyzers", "api", "figures", "gallery", "cli")
+LAYERS = ("core", "optim", "losses", "optvis", "analyzers", "api", "figures", "gallery", "microscope", "cli")
 """Bottom to top: a module may import its own layer and the layers below it, never one above."""
 UNIT = {"errors": "core", "training": "analyzers", "notebook": "api", "__main__": "cli"}
 """Top-level modules that belong to a layer by what they do."""

@@ -31,7 +31,7 @@ SHARED = ("--model", "--weights", "--device", "--precision", "--threads", "--out
 LOOP = ("--optimizer", "--iters", "--lr", "--scales", "--save-every")
 COMMANDS = {
     "saliency": False, "ascent": True, "invert": True, "texture": True, "transfer": True,
-    "gallery": False, "layers": False, "head train": False, "patches": False,
+    "gallery": False, "layers": False, "head train": False, "patches": False, "microscope": False,
 }
 # Stable, plain help text: wide, no colours, no cursor tricks.
 ENV = {**os.environ, "COLUMNS": "200", "TERM": "dumb", "NO_COLOR": "1"}
@@ -189,6 +189,18 @@ def _inv(*args: str) -> tuple[str, ...]:
     return ("invert", *args, *FAST)
 
 
+def _micro(*args: str) -> tuple[str, ...]:
+    return ("microscope", *args, "--device", "cpu", "--threads", "1", "--sizes", "32", "--fv-iters", "1", "--fv-size", "32")
+
+
+def _folder(name: str) -> Callable[[Path], Path]:
+    def make(inputs: Path) -> Path:
+        (inputs / name).mkdir()
+        (inputs / name / "notes.txt").write_text("no pictures here\n")
+        return inputs / name
+    return make
+
+
 CASES = {
     # images
     "image-missing": Case(_inv("{f}"), lambda d: d / "nope.png", ("nope.png",)),
@@ -293,6 +305,15 @@ CASES = {
     "scales-not-numbers": Case(_inv("--scales", "a,b"), must=("--scales",)),
     "unknown-command": Case(("nosuchcommand",), must=("nosuchcommand",)),
     "gallery-unknown-section": Case(("gallery", "--sections", "everything", "--device", "cpu"), must=("everything",)),
+    # microscope
+    "microscope-images-missing": Case(_micro("--images", "{f}"), lambda d: d / "nope", ("nope",)),
+    "microscope-images-empty-folder": Case(_micro("--images", "{f}"), _folder("empty"), ("no images", "empty")),
+    "microscope-units-out-of-range": Case(_micro("--units", "500-999"), must=("512", "conv4_3")),
+    "microscope-units-text": Case(_micro("--units", "everything"), must=("--units", "everything")),
+    "microscope-layer-without-map": Case(_micro("efficientnet_lite0", "--layers", "logits"), must=("logits", "spatial map")),
+    "microscope-unknown-engine": Case(_micro("--engine", "spark"), must=("--engine", "spark")),
+    "microscope-address-without-ray": Case(_micro("--address", "auto"), must=("--address", "--engine ray")),
+    "microscope-top-zero": Case(_micro("--top", "0"), must=("--top",)),
 }
 
 

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from cnnviz.analyzers.candidates import batches
 from cnnviz.analyzers.channels import parse_channels
-from cnnviz.analyzers.patches import _batches, patches
+from cnnviz.analyzers.patches import patches
 from cnnviz.core.convention import Convention
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import image_set, resize
@@ -211,7 +212,7 @@ def test_batches_group_one_shape_and_hold_back_little():
             yield i, torch.zeros(1, 3, *shape)
 
     seen, given = [], 0
-    for batch_items, batch in _batches(items(), 2):
+    for batch_items, batch in batches(items(), 2):
         assert batch.shape[0] == len(batch_items) <= 2
         assert all(tuple(batch.shape[-2:]) == shapes[i] for i in batch_items)
         given += len(batch_items)

@@ -5,12 +5,12 @@ a linearised float64 copy of the network."""
 
 import copy
 import json
-from contextlib import contextmanager
 
 import pytest
 import torch
 from torch import nn
 
+from cnnviz.core.device import one_thread
 from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.receptive import field
 
@@ -52,22 +52,10 @@ def _linearised(model: HookedModel) -> HookedModel:
     return linear
 
 
-@contextmanager
-def one_thread():
-    """float64 convolutions take torch's slow path, which is hundreds of times slower on several
-    threads of a busy machine than on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _support(model: HookedModel, layer: str, shape: tuple[int, int], y: int, x: int) -> tuple[int, int, int, int]:
     """The bounding box of the pixels whose gradient reaches unit (y, x), checking it is solid."""
     image = torch.rand(1, 3, *shape, dtype=torch.float64, requires_grad=True)
-    with one_thread():
+    with one_thread():  # float64 convolutions take torch's slow path: hundreds of times slower on several busy threads
         model.run(image, [layer])[layer][0, :, y, x].sum().backward()
     reached = image.grad.abs().sum(dim=(0, 1)) > 0
     rows, cols = reached.any(dim=1).nonzero()[:, 0], reached.any(dim=0).nonzero()[:, 0]

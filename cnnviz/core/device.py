@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -43,6 +45,18 @@ def set_threads(threads: int | None) -> None:
     """Set torch's CPU threads (default: all cores)."""
     check_threads(threads)
     torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one CPU thread: a CPU result then does not depend on how many cores the process has
+    (a reduction split across threads rounds differently), so two machines or engines compute the same bits."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4

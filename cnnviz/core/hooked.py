@@ -68,6 +68,10 @@ class HookedModel:
         twin._modules = dict(twin.net.named_modules())
         return twin
 
+    def to(self, device: str | torch.device) -> HookedModel:
+        """This model (its network moved, not copied) on ``device``."""
+        return HookedModel(self.net, self.spec, self.weights, torch.device(device), self.classes, self.precision)
+
     @property
     def compute_precision(self) -> str:
         """The precision the forward pass runs in: fp32, bf16 or fp16 (for the run's record)."""

@@ -25,6 +25,9 @@ from cnnviz.core.files import atomic_write  # noqa: E402
 from cnnviz.gallery.sections import SECTIONS  # noqa: E402
 
 GRID_FORMATS = (".png", ".webp")
+MICROSCOPES = "microscope"
+"""The gallery's sub-folder of microscope sites (``cnnviz microscope --out GALLERY/microscope/NAME``), each with
+its manifest ``microscope.json``; the page links every finished one."""
 DISPLAY_SCALE = 0.62
 """Grid pixels to CSS pixels: every grid shares cell size and DPI, so its cells show at one size on the page."""
 
@@ -127,11 +130,42 @@ def _figures(folder: Path) -> dict[str, list[Figure]]:
     return figures
 
 
+@dataclass
+class Microscope:
+    """A microscope site in the gallery's folder: its page, what it shows, and its first unit's thumbnails."""
+
+    href: str
+    model: str
+    layers: list[str]
+    units: int
+    images: int
+    command: str
+    thumbnails: list[str]
+
+
+def _microscopes(folder: Path) -> list[Microscope]:
+    found = []
+    for manifest in sorted((folder / MICROSCOPES).glob("*/microscope.json")):
+        data = json.loads(manifest.read_text())
+        site = manifest.parent
+        if not data.get("finished") or not (site / "index.html").is_file():
+            continue
+        units = data.get("units") or {}
+        first = next(iter(units.items()), None)
+        names = [] if first is None or not first[1] else [f"{first[0]}/img/u{first[1][0]}_{kind}.webp" for kind in ("fv0", "p1")]
+        thumbs = [name for name in names if (site / name).is_file()]
+        found.append(Microscope(href=f"{MICROSCOPES}/{site.name}/index.html", model=data["params"]["model"],
+                                layers=data["params"]["layers"], units=sum(map(len, units.values())), images=data.get("images", 0),
+                                command=data["command"], thumbnails=[f"{MICROSCOPES}/{site.name}/{t}" for t in thumbs]))
+    return found
+
+
 def build_site(folder: str | Path) -> Path:
     """Write ``index.html`` for the grids in ``folder``; returns its path."""
     folder = Path(folder)
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cnnviz.gallery", "templates"), autoescape=jinja2.select_autoescape(["html", "j2"]),
     )
-    html = env.get_template("index.html.j2").render(sections=SECTIONS, figures=_figures(folder), version=__version__)
+    html = env.get_template("index.html.j2").render(sections=SECTIONS, figures=_figures(folder), version=__version__,
+                                                    microscopes=_microscopes(folder))
     return atomic_write(folder / "index.html", lambda tmp: tmp.write_text(html))
