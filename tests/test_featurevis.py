@@ -2,6 +2,7 @@
 the batched ascent that uses them."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -213,3 +214,33 @@ def test_cli_param_grid_writes_four_rows_with_sidecars(tmp_path):
     assert record["params"]["param"] == "fft" and record["params"]["decorrelate"] and len(record["params"]["transforms"]) == 5
     assert record["params"]["batch"] == 2
     assert Image.open(tmp_path / "ascent_conv3_3-c3_pixel-L2-blur.png").size == (32, 32)
+
+
+def test_pixels_project_into_the_unit_range_on_both_sides():
+    pixels = Pixels(torch.tensor([[-0.5, 0.25, 1.5]]))
+    pixels.project()
+    assert pixels.x.tolist() == [[0.0, 0.25, 1.0]] and pixels().tolist() == [[0.0, 0.25, 1.0]]
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 6, 7), (2, 3, 5, 8)])
+def test_the_spectrum_round_trip_keeps_odd_and_even_sizes(shape):
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    spectrum = to_spectrum(image)
+    assert spectrum.shape == (*shape[:2], shape[2], shape[3] // 2 + 1, 2)
+    assert torch.allclose(from_spectrum(spectrum, shape[-2:]), image, atol=1e-5)
+
+
+def test_squashed_defaults_shape_check_and_colours():
+    from cnnviz.optvis.param import check_param, is_squashed
+
+    default = Squashed((1, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    assert default.basis == "fft" and default.decorrelated and default.describe == "fft+decorrelate"
+    plain = Squashed((1, 3, 8, 8), "fft", False, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plain.logits(), from_spectrum(plain.p, (8, 8)))
+    assert torch.allclose(default.logits(), decorrelate(from_spectrum(default.p, (8, 8))))
+    for bad in ((1, 4, 8, 8), (3, 8, 8)):
+        with pytest.raises(CnnvizError, match=r"\(B, 3, H, W\), got " + re.escape(str(bad))):
+            Squashed(bad)
+    assert (is_squashed("pixel", False), is_squashed("pixel", True), is_squashed("fft", False)) == (False, True, True)
+    with pytest.raises(CnnvizError, match="choices: pixel, fft"):
+        check_param("wavelet")

@@ -317,3 +317,118 @@ def test_a_finished_backtracking_optimizer_is_freed_at_once():
         assert freed() is None
     finally:
         gc.enable()
+
+
+# The backtracking search's decisions, one ``advance`` at a time, against values worked out by hand on
+# f(x) = (x − 1)² from x = 0: f = 1, g = −2, d = −g = 2, so gᵀd = −4 (float64, so that equalities are exact).
+
+def _trial(t: float = 1.5, lr: float = 1.0):
+    from cnnviz.optim.lbfgs import _Trial
+
+    x = torch.zeros(1, dtype=torch.float64)
+    g = torch.tensor([-2.0], dtype=torch.float64)
+    memory = CurvaturePairs(3, 1, g)
+    trial = _Trial(memory, [x], lr, torch.tensor(1.0, dtype=torch.float64), g, -g, t)
+    return trial, x, memory
+
+
+def _f(value: float) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float64)
+
+
+def test_a_rejected_trial_shrinks_to_the_quadratic_minimiser_within_its_bounds():
+    trial, x, memory = _trial(1.5)
+    trial.advance(_f(4.0), torch.tensor([4.0], dtype=torch.float64))  # x = 3: f = 4, no decrease
+    # the quadratic through f(0) = 1, slope −4 and f(3) = 4 has its minimum at t = 4·1.5² / (2·(4 − 1 + 6)) = 0.5
+    assert trial.t.item() == 0.5 and x.item() == 1.0 and bool(trial.shrunk)
+    assert trial.f.item() == 1.0 and trial.d.item() == 2.0 and memory.masked.tolist() == [1.0, 1.0, 1.0]
+    for f_new, expected in ((1000.0, 0.1 * 1.5), (0.9999, 0.5 * 1.5), (float("nan"), 0.1 * 1.5)):
+        trial, x, _ = _trial(1.5)
+        trial.advance(_f(f_new), torch.tensor([0.0], dtype=torch.float64))
+        assert trial.t.item() == pytest.approx(expected, rel=1e-15), f_new  # clamped to [0.1 t, 0.5 t]; NaN: 0.1 t
+    trial, x, _ = _trial(1.0)
+    trial.advance(_f(0.5), torch.tensor([float("inf")], dtype=torch.float64))  # a finite loss with a non-finite gradient
+    assert bool(trial.shrunk) and trial.f.item() == 1.0 and trial.t.item() == 0.5  # rejected: 4/7 clamped to 0.5 t
+
+
+def test_armijo_accepts_at_its_bound_and_rejects_just_above_it():
+    from cnnviz.optim.lbfgs import ARMIJO
+
+    bound = 1.0 + ARMIJO * 1.5 * -4.0
+    trial, _, _ = _trial(1.5)
+    trial.advance(_f(bound), torch.tensor([0.0], dtype=torch.float64))  # slope 0: flat enough, the search ends
+    assert not bool(trial.shrunk) and trial.f.item() == bound and trial.t.item() == 1.0
+    trial, _, _ = _trial(1.5)
+    trial.advance(_f(1.0 - 0.5 * ARMIJO * 1.5 * 4.0), torch.tensor([0.0], dtype=torch.float64))  # half the decrease
+    assert bool(trial.shrunk) and trial.f.item() == 1.0
+
+
+def test_a_steep_accepted_step_is_extended_and_stores_no_pair():
+    from cnnviz.optim.lbfgs import CURVATURE, EXPAND
+
+    trial, x, memory = _trial(0.1)
+    steep = CURVATURE * -4.0 / 2.0 * 1.5  # slope along d = 2 steeper than CURVATURE × the first slope
+    trial.advance(_f(0.7), torch.tensor([steep], dtype=torch.float64))
+    assert trial.t.item() == pytest.approx(0.1 * EXPAND) and trial.gtd.item() == steep * 2.0
+    assert memory.masked.tolist() == [1.0, 1.0, 1.0] and not bool(trial.shrunk)
+    assert x.item() == pytest.approx(0.2 + 1.0 * 2.0)
+    # at exactly CURVATURE × the first slope the search ends: the pair is stored and the step goes back to lr
+    trial, x, memory = _trial(0.1, lr=0.5)
+    trial.advance(_f(0.7), torch.tensor([CURVATURE * -4.0 / 2.0], dtype=torch.float64))
+    assert trial.t.item() == 0.5 and memory.masked.tolist().count(0.0) == 1
+
+
+def test_after_a_shrink_the_first_accepted_step_ends_the_search_even_when_steep():
+    trial, x, memory = _trial(1.5)
+    trial.advance(_f(4.0), torch.tensor([4.0], dtype=torch.float64))  # rejected: t = 0.5
+    trial.advance(_f(0.5), torch.tensor([-1.9], dtype=torch.float64))  # accepted, slope −3.8 still steep
+    assert trial.t.item() == 1.0 and not bool(trial.shrunk) and memory.masked.tolist().count(0.0) == 1
+
+
+def test_a_pair_at_or_below_the_curvature_threshold_leaves_gamma_and_the_memory_alone():
+    from cnnviz.optim.lbfgs import CURVATURE_MIN
+
+    g = torch.ones(1, dtype=torch.float64)
+    memory = CurvaturePairs(3, 1, g)
+    memory.add(torch.tensor([CURVATURE_MIN], dtype=torch.float64), torch.tensor([1.0], dtype=torch.float64))
+    memory.add(torch.tensor([1.0], dtype=torch.float64), torch.tensor([-2.0], dtype=torch.float64))
+    assert memory.gamma.item() == 1.0 and memory.masked.tolist() == [1.0, 1.0, 1.0]
+    memory.add(torch.tensor([1.0], dtype=torch.float64), torch.tensor([4.0], dtype=torch.float64))
+    assert memory.gamma.item() == 0.25 and memory.masked.tolist().count(0.0) == 1
+
+
+def test_the_first_step_is_lr_times_at_most_one_over_the_gradient_norm():
+    for start, lr in ((torch.tensor([0.1, -0.2]), 0.5), (torch.full((5,), 0.3), 0.25)):  # steps under the 0.1 cap
+        x = start.clone().requires_grad_(True)
+        optimizer = LBFGS([x], lr=lr, max_iter=1, line_search=None)
+
+        def closure(x=x, optimizer=optimizer):
+            optimizer.zero_grad()
+            loss = 0.5 * x.pow(2).sum()  # g = x
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        t = lr * min(1.0, 1.0 / start.abs().sum().item())
+        assert torch.allclose(x.detach(), start - t * start), (start, lr)
+
+
+def test_several_parameter_tensors_are_optimised_as_one_vector():
+    a = torch.zeros(2, requires_grad=True)
+    b = torch.zeros(3, 1, requires_grad=True)
+    optimizer = LBFGS([a, b], max_iter=40, line_search="backtracking")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (a - torch.tensor([1.0, 2.0])).pow(2).sum() + (b + torch.tensor([[1.0], [2.0], [3.0]])).pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert torch.allclose(a.detach(), torch.tensor([1.0, 2.0]), atol=1e-4)
+    assert torch.allclose(b.detach().flatten(), torch.tensor([-1.0, -2.0, -3.0]), atol=1e-4)
+
+
+def test_two_parameter_groups_are_refused():
+    with pytest.raises(ValueError, match="^LBFGS takes one group of parameters$"):
+        LBFGS([{"params": [torch.zeros(1, requires_grad=True)]}, {"params": [torch.zeros(1, requires_grad=True)]}])

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnviz.core.device import one_thread
@@ -52,15 +53,16 @@ def _linearised(model: HookedModel) -> HookedModel:
     return linear
 
 
-def _support(model: HookedModel, layer: str, shape: tuple[int, int], y: int, x: int) -> tuple[int, int, int, int]:
-    """The bounding box of the pixels whose gradient reaches unit (y, x), checking it is solid."""
+def _support(model: HookedModel, layer: str, shape: tuple[int, int], y: int, x: int, solid: bool = True) -> tuple[int, int, int, int]:
+    """The bounding box of the pixels whose gradient reaches unit (y, x), checking it is ``solid`` (dilation
+    leaves holes)."""
     image = torch.rand(1, 3, *shape, dtype=torch.float64, requires_grad=True)
     with one_thread():  # float64 convolutions take torch's slow path: hundreds of times slower on several busy threads
         model.run(image, [layer])[layer][0, :, y, x].sum().backward()
     reached = image.grad.abs().sum(dim=(0, 1)) > 0
     rows, cols = reached.any(dim=1).nonzero()[:, 0], reached.any(dim=0).nonzero()[:, 0]
     box = int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-    assert reached[box[0]:box[2], box[1]:box[3]].all(), "the support has holes"
+    assert not solid or reached[box[0]:box[2], box[1]:box[3]].all(), "the support has holes"
     return box
 
 
@@ -98,3 +100,40 @@ def test_layers_command_lists_receptive_fields(tmp_path):
     rows = {row["layer"]: row for row in json.loads((tmp_path / "layers_vgg16.json").read_text())}
     assert rows["relu4_3"] == {"layer": "relu4_3", "kind": "relu", "channels": 512, "stride": 8, "receptive_field": 92}
     assert rows["pool5"]["receptive_field"] == 212
+
+
+class _Odd(nn.Module):
+    """The window rules at once: a zero pad, a strided convolution with unequal padding, a
+    dilated max-pool (``linear``: the same window as a dilated averaging convolution, so that gradients reach
+    every pixel of the field), a functional pad, a tall kernel and a strided average pool."""
+
+    def __init__(self, linear: bool = False) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d((2, 0, 1, 0))
+        self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=(1, 2))
+        if linear:
+            self.pool1 = nn.Conv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4, bias=False)
+            nn.init.constant_(self.pool1.weight, 1 / 9)
+        else:
+            self.pool1 = nn.MaxPool2d(3, stride=2, padding=1, dilation=2)
+        self.conv2 = nn.Conv2d(4, 4, (3, 1))
+        self.pool2 = nn.AvgPool2d(2, stride=2)
+        self.out = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool1(self.conv1(self.pad(x)))
+        return self.out(self.pool2(self.conv2(F.pad(x, (1, 0, 0, 2)))))
+
+
+def test_every_window_rule_matches_the_gradient_support():
+    resnet = load_model("resnet18", weights="random", device="cpu")
+    torch.manual_seed(0)
+    model = HookedModel(_Odd(), resnet.spec, resnet.weights, torch.device("cpu"))
+    linear = HookedModel(_Odd(linear=True).double(), resnet.spec, resnet.weights, torch.device("cpu"))
+    shape = (70, 61)
+    for layer in ("conv1", "pool1", "conv2", "pool2", "out"):
+        rf = field(model, layer, shape)
+        with torch.no_grad():
+            height, width = linear.run(torch.zeros(1, 3, *shape, dtype=torch.float64), [layer])[layer].shape[-2:]
+        for y, x in [(1, 2), (height // 2, width // 2), (height - 1, width - 1)]:
+            assert rf.support(y, x) == _support(linear, layer, shape, y, x, solid=False), (layer, y, x)

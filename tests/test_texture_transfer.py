@@ -9,7 +9,16 @@ from cnnviz.analyzers.texture import texture
 from cnnviz.analyzers.transfer import transfer
 from cnnviz.core.images import load_image
 from cnnviz.errors import CnnvizError
-from cnnviz.losses import content_loss, gram, gram_targets, reference_activations, style_layer_loss, style_term
+from cnnviz.losses import (
+    content_loss,
+    content_term,
+    feature_loss,
+    gram,
+    gram_targets,
+    reference_activations,
+    style_layer_loss,
+    style_term,
+)
 from cnnviz.optim.settings import Settings
 
 from conftest import run_cli
@@ -139,3 +148,30 @@ def test_the_style_term_has_the_values_worked_out_by_hand():
     assert float(term.fn(other, image)) == pytest.approx(expected, rel=1e-5)
     g, g_hat = plain(other["a"]), plain(style["a"])
     assert float(style_layer_loss(g, g_hat)) == pytest.approx(float((g - g_hat).pow(2).sum() / (4 * 3 * 3)), rel=1e-9)
+
+
+def test_content_and_feature_losses_against_hand_values():
+    f, p = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 4.0]])
+    assert content_loss(f, p).item() == 2.5  # ½ (1 + 4)
+    assert feature_loss(f, p).item() == 5.0 / 16.0
+    assert feature_loss(torch.tensor([0.1, 0.2]), torch.tensor([0.0, 0.5])).item() == pytest.approx(0.1 / 0.25)  # ΣP² < 1
+    assert feature_loss(torch.tensor([2.0, 4.0]), torch.tensor([3.0, 4.0])).item() == pytest.approx(1.0 / 25.0)
+
+
+def test_the_content_term_is_the_mean_over_layers_of_each_normalised_loss(vgg):
+    reference = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    layers = ["relu1_1", "relu2_1"]
+    term = content_term(1.0, reference, vgg, layers)
+    with torch.no_grad():
+        p, f = vgg(reference, layers), vgg(image, layers)
+    expected = sum(((f[n] - p[n]).pow(2).sum() / p[n].pow(2).sum()).item() for n in layers) / 2
+    assert term.name == "content" and term.fn(f, image).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_blended_gram_targets_are_the_weighted_sum(vgg):
+    a, b = (torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(s)) for s in (3, 4))
+    grams = gram_targets(vgg, [a, b], [0.7, 0.3], ["relu1_1"])
+    with torch.no_grad():
+        expected = 0.7 * gram(vgg(a, ["relu1_1"])["relu1_1"]) + 0.3 * gram(vgg(b, ["relu1_1"])["relu1_1"])
+    assert torch.allclose(grams["relu1_1"], expected, rtol=1e-5)
