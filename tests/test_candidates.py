@@ -90,9 +90,9 @@ def _pool(entries: list[tuple[float, int, int, int]], size: int = 4) -> Pool:
 def test_select_keeps_positive_distinct_spots_in_order(vgg):
     shapes = {0: (32, 32), 1: (64, 64), 2: (32, 32), 3: (32, 32)}
     # item = image × 2 sizes + size: items 0 and 1 are image 0 at two sizes, 2 is image 1
-    pool = _pool([(5.0, 0, 8, 8), (4.0, 1, 16, 16), (3.0, 2, 8, 8), (0.0, 3, 1, 1)])
+    pool = _pool([(5.0, 0, 8, 8), (4.0, 1, 16, 16), (0.5, 2, 8, 8), (0.0, 3, 1, 1)])
     chosen = select(pool, 0, 4, shapes, vgg, "conv1_1", 2)
-    assert chosen == [(5.0, 0, 8, 8), (3.0, 2, 8, 8)]  # the same spot at the second size goes; a zero never counts
+    assert chosen == [(5.0, 0, 8, 8), (0.5, 2, 8, 8)]  # the same spot at the second size goes; a zero never counts
     pool = _pool([(5.0, 0, 8, 8), (4.0, 1, 4, 40), (3.0, 2, 8, 8)])
     assert [c[1] for c in select(pool, 0, 4, shapes, vgg, "conv1_1", 2)] == [0, 1, 2]  # another spot of image 0 stays
     assert len(select(pool, 0, 2, shapes, vgg, "conv1_1", 2)) == 2
@@ -105,7 +105,9 @@ def test_gather_crops_each_pick_as_a_direct_crop_does(vgg, framed):
     layer, sizes = "conv3_3", (48, 64)
     sources = ["coffee", "chelsea"]
     picks = [[(7.5, 1, 2, 3), (2.5, 2, 5, 0)], [(1.0, 3, 0, 7)]]  # (value, item = image × 2 + size, y, x)
-    out = gather(vgg, layer, sources, sizes, [4, 9], picks, 3, True, torch.float32, framed=framed)
+    out = gather(vgg, layer, sources, sizes, [4, 9], picks, 3, True, torch.float64, **({"framed": True} if framed else {}))
+    assert out["values"].dtype == torch.float64
+    assert all(out[key].dtype == torch.long for key in ("source", "size", "y", "x", "boxes", "supports", "shapes"))
     side = min(max(field(vgg, layer, (64, 64)).size), candidates.MAX_PATCH)
     for r, chosen in enumerate(picks):
         for k, (value, item, y, x) in enumerate(chosen):
@@ -123,3 +125,8 @@ def test_gather_crops_each_pick_as_a_direct_crop_does(vgg, framed):
             assert torch.allclose(out["guided"][r, k], expected, atol=1e-6)
     assert math.isnan(out["values"][1, 1]) and out["source"][1, 1] == -1 and (out["patches"][1, 2] == BORDER).all()
     assert (out["guided"][1, 1] == 0.5).all() and out["boxes"][1, 1].tolist() == [0, 0, 0, 0]
+
+
+def test_gather_without_guided_maps_has_none(vgg):
+    out = gather(vgg, "conv1_1", ["coffee"], (32,), [0], [[(1.0, 0, 3, 3)]], 1, False, torch.float32)
+    assert out["guided"] is None and out["values"][0, 0] == 1.0

@@ -218,6 +218,7 @@ def test_cli_param_grid_writes_four_rows_with_sidecars(tmp_path):
 
 def test_pixels_project_into_the_unit_range_on_both_sides():
     pixels = Pixels(torch.tensor([[-0.5, 0.25, 1.5]]))
+    assert pixels().tolist() == [[0.0, 0.25, 1.0]] and pixels.x.tolist() == [[-0.5, 0.25, 1.5]]
     pixels.project()
     assert pixels.x.tolist() == [[0.0, 0.25, 1.0]] and pixels().tolist() == [[0.0, 0.25, 1.0]]
 

@@ -175,3 +175,12 @@ def test_blended_gram_targets_are_the_weighted_sum(vgg):
     with torch.no_grad():
         expected = 0.7 * gram(vgg(a, ["relu1_1"])["relu1_1"]) + 0.3 * gram(vgg(b, ["relu1_1"])["relu1_1"])
     assert torch.allclose(grams["relu1_1"], expected, rtol=1e-5)
+
+
+def test_the_style_layer_loss_divides_by_4_n_squared_per_image():
+    g, g_hat = torch.zeros(2, 2, 2), torch.ones(2, 2)
+    assert style_layer_loss(g, g_hat).item() == 8.0 / (4 * 2 * 2 * 2)
+    term = style_term(1.0, {"relu1_1": torch.eye(3)})
+    assert term.name == "style" and term.layers == ("relu1_1",)
+    with pytest.raises(CnnvizError, match="^1 style layers but 2 layer weights$"):
+        style_term(1.0, {"relu1_1": torch.eye(3)}, [0.5, 0.5])
