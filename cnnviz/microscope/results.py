@@ -14,13 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnnviz.analyzers.candidates import POOL_PER_SIZE, Pool, gather, nms_radius, peaks, select
+from cnnviz.analyzers.candidates import Pool, gather, select
 from cnnviz.core.device import one_thread
 from cnnviz.core.hooked import HookedModel
 from cnnviz.core.images import resize
-from cnnviz.core.receptive import field
 from cnnviz.errors import CnnvizError
-from cnnviz.microscope.scan import BINS, ScanSpec, ShardScan, read
+from cnnviz.microscope.scan import BINS, ScanSpec, ShardScan, read, unit_peaks
 
 
 @dataclass
@@ -46,7 +45,6 @@ def merge(scans: Iterable[ShardScan]) -> dict[str, LayerTotals]:
     totals: dict[str, LayerTotals] = {}
     for scan in scans:
         for layer, part in scan.layers.items():
-            maxima = torch.stack(part.maxima) if part.maxima else None
             if layer not in totals:
                 channels = part.pool.values.shape[0]
                 totals[layer] = LayerTotals(Pool(channels, part.pool.size, torch.float32), torch.zeros(channels, dtype=torch.float64),
@@ -55,10 +53,9 @@ def merge(scans: Iterable[ShardScan]) -> dict[str, LayerTotals]:
             into.pool.add(part.pool.values, part.pool.where)
             into.total += part.total
             into.count += part.count
-            if maxima is not None:
-                into.images += maxima.shape[0]
-                into.low = torch.minimum(into.low, maxima.amin(dim=0))
-                into.high = torch.maximum(into.high, maxima.amax(dim=0))
+            into.images += part.maxima.shape[0]
+            into.low = torch.minimum(into.low, part.maxima.amin(dim=0))
+            into.high = torch.maximum(into.high, part.maxima.amax(dim=0))
     return totals
 
 
@@ -75,9 +72,7 @@ def histograms(scans: Iterable[ShardScan], totals: dict[str, LayerTotals]) -> di
     counts = {layer: torch.zeros(b.shape[0], BINS, dtype=torch.long) for layer, b in bounds.items()}
     for scan in scans:
         for layer, part in scan.layers.items():
-            if not part.maxima:
-                continue
-            maxima = torch.stack(part.maxima).T.contiguous()  # (units, images)
+            maxima = part.maxima.T.contiguous()  # (units, images)
             inner = bounds[layer][:, 1:-1].contiguous()
             bins = torch.searchsorted(inner, maxima, right=True)
             counts[layer].scatter_add_(1, bins, torch.ones_like(bins))
@@ -107,7 +102,7 @@ def _rescore_image(model: HookedModel, spec: ScanSpec, units: dict[str, list[int
         found = {}
         for layer, act in acts.items():
             chosen = act[:, units[layer]]
-            values, ys, xs = peaks(chosen, nms_radius(field(model, layer, shape)), spec.top * POOL_PER_SIZE)
+            values, ys, xs = unit_peaks(model, layer, chosen, shape, spec)
             found[layer] = (values[0].cpu(), ys[0].cpu(), xs[0].cpu())
         out.append({"item": number * len(spec.sizes) + s, "shape": shape, "found": found})
     return out

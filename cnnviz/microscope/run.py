@@ -210,7 +210,7 @@ def _visualize(plan: Plan, runner, chosen: dict[str, list[int]], resume: bool) -
     plan.tell("feature visualization", done, total)
     for (layer, _units, _vis), drawn in runner.map(_draw, items):
         for unit, pictures, scores in drawn:
-            names = [store.save_webp(p, plan.out / layer / "img" / f"u{unit}_fv{k}.webp").name for k, p in enumerate(pictures)]
+            names = [store.save_webp(p, plan.out / layer / "img" / store.picture(unit, "fv", k)).name for k, p in enumerate(pictures)]
             store.write_json(store.unit_file(plan.out, layer, unit), {"pictures": names, "scores": scores})
             done += 1
             plan.tell("feature visualization", done, total)
@@ -255,7 +255,8 @@ def _examples(plan: Plan, runner, layer: str, totals: results.LayerTotals, units
     for done, (item, arrays) in enumerate(runner.map(_crop, crop_items), 1):
         rows += _save_crops(plan, layer, item[1], arrays, paths)
         plan.tell(f"patches {layer}", done, len(crop_items))
-    rows.sort(key=lambda r: (units.index(r["unit"]), r["rank"]))
+    order = {unit: i for i, unit in enumerate(units)}
+    rows.sort(key=lambda r: (order[r["unit"]], r["rank"]))
     store.write_table(plan.out / layer / "examples.parquet", rows, store.EXAMPLES)
     return rows
 
@@ -277,9 +278,9 @@ def _save_crops(plan: Plan, layer: str, units: list[int], arrays: dict, paths: d
             source = int(arrays["source"][r, k])
             if source < 0:
                 continue
-            store.save_webp(arrays["patches"][r, k], folder / f"u{unit}_p{k + 1}.webp")
+            store.save_webp(arrays["patches"][r, k], folder / store.picture(unit, "p", k + 1))
             if "guided" in arrays:
-                store.save_webp(arrays["guided"][r, k], folder / f"u{unit}_g{k + 1}.webp")
+                store.save_webp(arrays["guided"][r, k], folder / store.picture(unit, "g", k + 1))
             rows.append({"unit": unit, "rank": k + 1, "image": paths[source], "size": int(arrays["size"][r, k]),
                          "y": int(arrays["y"][r, k]), "x": int(arrays["x"][r, k]),
                          "box": [int(v) for v in arrays["boxes"][r, k]], "value": float(arrays["values"][r, k])})

@@ -50,12 +50,13 @@ class ScanSpec:
 @dataclass
 class LayerScan:
     """One layer over some images: the candidate pool (items are image id × sizes + size index), each
-    scanned image's maximum per unit (rows follow ``ids``), and the sum and count of mean activations."""
+    scanned image's maximum per unit ((images, units), rows following ``ids``), and the sum and count of mean
+    activations."""
 
     pool: Pool
+    total: Tensor
     ids: list[int] = field(default_factory=list)
-    maxima: list[Tensor] = field(default_factory=list)
-    total: Tensor | None = None
+    maxima: Tensor | None = None
     count: int = 0
 
 
@@ -76,8 +77,7 @@ class ShardScan:
         for i, scan in enumerate(self.layers.values()):
             arrays |= {f"{i}_values": scan.pool.values.numpy(), f"{i}_where": scan.pool.where.numpy(),
                        f"{i}_ids": np.array(scan.ids, dtype=np.int64), f"{i}_total": scan.total.numpy(),
-                       f"{i}_maxima": torch.stack(scan.maxima).numpy() if scan.maxima else np.zeros((0, scan.pool.values.shape[0]),
-                                                                                                    np.float32)}
+                       f"{i}_maxima": scan.maxima.numpy()}
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return buffer.getvalue()
@@ -91,8 +91,8 @@ class ShardScan:
                 values = torch.from_numpy(arrays[f"{i}_values"])
                 pool = Pool(values.shape[0], values.shape[1], values.dtype)
                 pool.values, pool.where = values, torch.from_numpy(arrays[f"{i}_where"])
-                layers[name] = LayerScan(pool, arrays[f"{i}_ids"].tolist(), list(torch.from_numpy(arrays[f"{i}_maxima"])),
-                                         torch.from_numpy(arrays[f"{i}_total"]), meta["counts"][i])
+                layers[name] = LayerScan(pool, torch.from_numpy(arrays[f"{i}_total"]), arrays[f"{i}_ids"].tolist(),
+                                         torch.from_numpy(arrays[f"{i}_maxima"]), meta["counts"][i])
         shard = Shard(meta["index"], meta["first"], tuple(meta["paths"]))
         return cls(shard, layers, [tuple(s) for s in meta["skipped"]])
 
@@ -129,14 +129,20 @@ def scan_shard(model: HookedModel, spec: ScanSpec, shard: Shard) -> ShardScan:
             _add(scan, model, layer, act, tuple(x.shape[-2:]), numbers, spec, maxima[layer])
     for layer, scan in scans.items():
         scan.ids = sorted(maxima[layer])
-        scan.maxima = [maxima[layer][i] for i in scan.ids]
+        scan.maxima = torch.stack([maxima[layer][i] for i in scan.ids])  # a layer's scan exists once an image ran
     return ShardScan(shard, scans, skipped)
+
+
+def unit_peaks(model: HookedModel, layer: str, act: Tensor, shape: tuple[int, int], spec: ScanSpec) -> tuple[Tensor, Tensor, Tensor]:
+    """The candidates of a layer's maps for inputs of ``shape``: each image's and unit's highest local maxima
+    (within half a receptive field), as values, rows and columns (B, C, top × POOL_PER_SIZE)."""
+    return peaks(act, nms_radius(receptive_field(model, layer, shape)), spec.top * POOL_PER_SIZE)
 
 
 def _add(scan: LayerScan, model: HookedModel, layer: str, act: Tensor, shape: tuple[int, int], numbers: list[int],
          spec: ScanSpec, maxima: dict[int, Tensor]) -> None:
     """One batch's activations of one layer (for inputs of ``shape``) into its scan."""
-    values, ys, xs = peaks(act, nms_radius(receptive_field(model, layer, shape)), spec.top * POOL_PER_SIZE)
+    values, ys, xs = unit_peaks(model, layer, act, shape, spec)
     item = torch.tensor(numbers, device=act.device).view(-1, 1, 1).expand_as(ys)
     where = torch.stack([item, ys, xs], dim=-1)
     scan.pool.add(values.transpose(0, 1).flatten(1).float().cpu(), where.transpose(0, 1).flatten(1, 2).cpu())

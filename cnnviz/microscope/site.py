@@ -42,14 +42,14 @@ def _layer_units(out: Path, layer: str) -> tuple[list[dict[str, Any]], dict[int,
     folder = out / layer
     examples: dict[int, list[dict[str, Any]]] = {}
     for row in store.read_table(folder / "examples.parquet"):
-        row["patch"] = f"u{row['unit']}_p{row['rank']}.webp"
-        guided = f"u{row['unit']}_g{row['rank']}.webp"
+        row["patch"] = store.picture(row["unit"], "p", row["rank"])
+        guided = store.picture(row["unit"], "g", row["rank"])
         row["guided"] = guided if (folder / "img" / guided).is_file() else None
         row["name"] = Path(row["image"]).name
         examples.setdefault(row["unit"], []).append(row)
     units = store.read_table(folder / "units.parquet")
     for u in units:
-        u["fvs"] = [f"u{u['unit']}_fv{k}.webp" for k in range(len(u["fv_score"]))]
+        u["fvs"] = [store.picture(u["unit"], "fv", k) for k in range(len(u["fv_score"]))]
         u["fv"] = u["fvs"][0] if u["fvs"] else None
         u["patch"] = examples[u["unit"]][0]["patch"] if examples.get(u["unit"]) else None
     return units, examples

@@ -76,6 +76,12 @@ def unit_file(out: Path, layer: str, unit: int) -> Path:
     return out / WORK / "units" / layer / f"{unit}.json"
 
 
+def picture(unit: int, kind: str, index: int) -> str:
+    """The file name, in ``LAYER/img/``, of a unit's picture: ``fv`` (feature visualization ``index``, from 0),
+    ``p`` or ``g`` (the patch or guided map of the example of rank ``index``, from 1)."""
+    return f"u{unit}_{kind}{index}.webp"
+
+
 def write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
