@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from cnnviz.cli.parse import parse_ints
+from cnnviz.cli.parse import parse_floats
 from cnnviz.core.device import check_precision, check_threads, resolve_device, set_threads
 from cnnviz.errors import CnnvizError
 from cnnviz.optim.settings import LINE_SEARCH_NAMES, Settings
@@ -138,7 +138,8 @@ class Loop:
         """Checked ``Settings`` for the loop, seeded by the run."""
         line_search = LINE_SEARCH_NAMES.get(self.line_search, self.line_search)
         result = Settings(optimizer=self.optimizer, iters=self.iters, lr=self.lr, line_search=line_search,
-                          scales=parse_ints(self.scales, "--scales"), seed=run.seed, **extra)
+                          scales=() if self.scales == "none" else parse_floats(self.scales, "--scales"),
+                          seed=run.seed, **extra)
         result.check()
         return result
 
@@ -193,7 +194,9 @@ def loop_options(optimizer: str = "lbfgs", iters: int = 200, lr: float | None = 
         _option("iters", iters, Annotated[int, typer.Option(help="Iterations per scale.")]),
         _option("lr", lr, Annotated[float | None, typer.Option(
             help="Step size in [0,1] pixel units (default: 1 for L-BFGS, 0.02 for Adam).")]),
-        _option("scales", "", Annotated[str, typer.Option(help="Coarse-to-fine long sides before --size, e.g. '128,256'.")]),
+        _option("scales", "none", Annotated[str, typer.Option(
+            help="Coarse-to-fine sizes run before --size: long sides in pixels or fractions of --size, e.g. '128,256' "
+                 "or '0.25,0.5'; 'none' for --size alone.")]),
         _option("save_every", 0, Annotated[int, typer.Option(
             help="Also save the latest image every N evaluations (0 = only at the end).")]),
         _option("line_search", LINE_SEARCH, Annotated[str, typer.Option(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cnnviz.analyzers.texture import DEFAULT_LAYERS, PAPER_TEXTURE_SETS, texture
+from cnnviz.analyzers.texture import DEFAULT_ITERS, DEFAULT_LAYERS, PAPER_TEXTURE_SETS, texture
 from cnnviz.cli import common
 from cnnviz.cli.options import Loop, Run, Size, loop_options, run_options
 from cnnviz.cli.parse import parse_floats
@@ -17,7 +17,7 @@ from cnnviz.figures import Cell, caption, draw_grid
 
 
 @run_options(model="vgg16")
-@loop_options(optimizer="lbfgs", iters=300)
+@loop_options(optimizer="lbfgs", iters=DEFAULT_ITERS)
 def command(
     images: Annotated[list[str] | None, typer.Argument(
         help="Texture image file(s) or bundled names (see `cnnviz images`). Default: starry_night.")] = None,

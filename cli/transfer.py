@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cnnviz.analyzers.transfer import CONTENT_LAYERS, DEFAULT_STYLE_WEIGHT, STYLE_LAYERS, transfer
+from cnnviz.analyzers.transfer import CONTENT_LAYERS, DEFAULT_ITERS, DEFAULT_STYLE_WEIGHT, STYLE_LAYERS, transfer
 from cnnviz.cli import common
 from cnnviz.cli.options import Loop, Run, Size, loop_options, run_options
 from cnnviz.cli.parse import check_finite, parse_floats
@@ -19,7 +19,7 @@ from cnnviz.gallery.plan import sweep as sweep_cells
 
 
 @run_options(model="vgg16")
-@loop_options(optimizer="lbfgs", iters=300)
+@loop_options(optimizer="lbfgs", iters=DEFAULT_ITERS)
 def command(
     images: Annotated[list[str] | None, typer.Argument(
         help="CONTENT STYLE [STYLE...]: files or bundled names. Default: astronaut starry_night.")] = None,

@@ -303,6 +303,8 @@ CASES = {
                                    must=("everything",)),
     "optimizer-sgd": Case(_inv("--optimizer", "sgd"), must=("sgd",)),
     "scales-not-numbers": Case(_inv("--scales", "a,b"), must=("--scales",)),
+    "scales-too-small": Case(_inv("--scales", "8"), must=("--scales", "8")),
+    "scales-whole-size": Case(_inv("--scales", "1"), must=("--scales", "fraction")),
     "unknown-command": Case(("nosuchcommand",), must=("nosuchcommand",)),
     "gallery-unknown-section": Case(("gallery", "--sections", "everything", "--device", "cpu"), must=("everything",)),
     # microscope

@@ -29,12 +29,12 @@ def test_invert_writes_png_and_sidecar(tmp_path):
 
 
 def test_lbfgs_without_line_search_takes_one_evaluation_per_iteration_and_a_bad_choice_fails_cleanly(tmp_path):
-    result = run_cli("invert", "coffee", "--layer", "relu2_1", "--size", "48", "--iters", "8", "--line-search", "none",
+    result = run_cli("invert", "coffee", "--layer", "relu2_1", "--size", "48", "--iters", "8", "--line-search", "none", "--scales", "none",
                      "--out", str(tmp_path), "-q")
     assert result.returncode == 0, result.stderr
     record = json.loads((tmp_path / "invert_coffee_relu2_1.json").read_text())
     assert record["params"]["line_search"] is None and record["iterations"] == 8 and len(record["history"]) == 9
-    assert record["losses"]["feature"] < 0.75 * record["history"][0]["feature"]
+    assert record["losses"]["feature"] < 0.9 * record["history"][0]["feature"]
     bad = run_cli("invert", "--line-search", "armijo", "--size", "32", "--iters", "1", "--out", str(tmp_path / "bad"))
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(lines) == 1 and "--line-search 'armijo'" in lines[0]

@@ -1,10 +1,11 @@
+import inspect
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from cnnviz.analyzers.inversion import alpha_term, invert
+from cnnviz.analyzers.inversion import START_NOISE, alpha_term, invert
 from cnnviz.core.convention import Convention
 from cnnviz.core.hooked import HookedModel, load_model
 from cnnviz.core.images import resize
@@ -103,6 +104,43 @@ def test_multi_scale_ends_at_the_final_size(vgg):
     assert {h["scale"] for h in result.history} == {32, 64}
 
 
+def test_fractional_scales_run_at_that_fraction_of_the_final_size_and_tiny_ones_are_left_out(vgg):
+    reference = torch.rand(1, 3, 64, 48)
+    result = optimize(_inversion_problem(vgg, reference.clone()), torch.full_like(reference, 0.5),
+                      Settings(iters=2, scales=(0.5, 0.2, 40)))  # 0.2 of 64 px is 13 px: under 16, left out
+    assert result.image.shape == (1, 3, 64, 48)
+    assert list(dict.fromkeys(h["scale"] for h in result.history)) == [32, 40, 64]
+
+
+@pytest.mark.parametrize("scales", [(8,), (1.0,), (0.0,), (-0.5,), (100.5,), (math.inf,), (math.nan,)])
+def test_scales_that_are_neither_pixels_nor_a_fraction_are_refused(scales):
+    with pytest.raises(CnnvizError, match="--scales"):
+        Settings(scales=scales).check()
+
+
+def test_coarse_to_fine_beats_one_scale_at_equal_cost():
+    """40 iterations at half the size and 40 at 96 px cost as much as 50 at 96 px (an evaluation's cost goes
+    with its pixels); from the same noise the half-size pass leaves a far lower feature error at relu2_2."""
+    vgg = load_model("vgg16", device="cpu", precision="fp32")
+    coarse_to_fine = invert(vgg, "astronaut", "relu2_2", size=96, settings=Settings(iters=40, scales=(0.5,)))
+    one_scale = invert(vgg, "astronaut", "relu2_2", size=96, settings=Settings(iters=50))
+    assert list(dict.fromkeys(h["scale"] for h in coarse_to_fine.record.history)) == [48, 96]
+    error, single = coarse_to_fine.record.params["relative_error"], one_scale.record.params["relative_error"]
+    assert error < 0.85 * single, (error, single)
+
+
+def test_inversion_starts_from_quieter_noise_than_texture_synthesis(vgg):
+    """±0.1 around grey, seeded: each evaluation of the run reports the image it evaluated, the first the start."""
+    steps = []
+    invert(vgg, "astronaut", "relu1_2", size=64, settings=Settings(iters=1, seed=3), callback=steps.append)
+    start = steps[0].image
+    assert START_NOISE == 0.1
+    assert start.min() >= 0.4 and start.max() <= 0.6 and start.std() == pytest.approx(0.1 / math.sqrt(3), rel=0.05)
+    other = []
+    invert(vgg, "astronaut", "relu1_2", size=64, settings=Settings(iters=1, seed=4), callback=other.append)
+    assert not torch.equal(start, other[0].image)
+
+
 def test_seed_makes_runs_deterministic(vgg):
     a = invert(vgg, "astronaut", "relu1_2", size=32, settings=Settings(iters=3, seed=5))
     b = invert(vgg, "astronaut", "relu1_2", size=32, settings=Settings(iters=3, seed=5))
@@ -139,8 +177,6 @@ def test_top_level_api_takes_a_model_name_or_a_loaded_model(vgg):
 
 
 def test_the_five_analyzers_share_one_shape():
-    import inspect
-
     import cnnviz
     from cnnviz.analyzers.common import Output
 
@@ -151,6 +187,24 @@ def test_the_five_analyzers_share_one_shape():
         assert {"model", "weights", "device", "size"} <= set(parameters), name
         assert parameters["size"].default == 256 and parameters["model"].default in ("vgg16", "efficientnet_lite0")
     assert inspect.signature(cnnviz.invert).return_annotation in (Output, "Output")
+
+
+def test_the_apis_loop_defaults_are_the_clis():
+    """``cnnviz.invert(image)`` runs what ``cnnviz invert`` runs: iterations and coarse-to-fine scales alike."""
+    from cli import invert as invert_cli
+    from cli import texture as texture_cli
+    from cli import transfer as transfer_cli
+    from cnnviz.analyzers import texture, transfer
+
+    def cli_default(module, name):
+        return inspect.signature(module.command).parameters[name].default
+
+    assert cli_default(invert_cli, "iters") == Settings().iters == 200
+    assert cli_default(invert_cli, "scales") == "none" and Settings().scales == ()
+    for cli, analyzer in ((texture_cli, texture), (transfer_cli, transfer)):
+        assert cli_default(cli, "iters") == analyzer.DEFAULT_ITERS == 300
+        assert cli_default(cli, "scales") == "none"
+    assert texture.texture(load_model("vgg16", device="cpu"), "brick", layers=["relu1_1"], size=16).record.iterations == 300
 
 
 def test_lbfgs_ends_within_its_budget_when_the_gradient_is_exactly_zero(vgg):

@@ -13,7 +13,8 @@ from torch import nn
 
 from cnnviz.core.device import one_thread
 from cnnviz.core.hooked import HookedModel, load_model
-from cnnviz.core.receptive import field
+from cnnviz.core.receptive import Span, field
+from cnnviz.errors import CnnvizError
 
 from conftest import run_cli
 
@@ -137,3 +138,89 @@ def test_every_window_rule_matches_the_gradient_support():
             height, width = linear.run(torch.zeros(1, 3, *shape, dtype=torch.float64), [layer])[layer].shape[-2:]
         for y, x in [(1, 2), (height // 2, width // 2), (height - 1, width - 1)]:
             assert rf.support(y, x) == _support(linear, layer, shape, y, x, solid=False), (layer, y, x)
+
+
+class _Branches(nn.Module):
+    """Two branches of different fields summed (their union), a flatten and its undoing (the grid merged into
+    one dim and split back), a global mean kept as a 1x1 map (the whole grid) and adaptive pooling by 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.left = nn.Conv2d(3, 4, 3, padding=(1, 0))
+        self.right = nn.Conv2d(3, 4, 3, padding=(1, 0))
+        self.sum = nn.Identity()
+        self.unflat = nn.Identity()
+        self.pooled = nn.AdaptiveAvgPool2d((6, 5))
+        self.whole = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.sum(self.left(F.pad(x, (2, 0, 0, 0))) + self.right(F.pad(x, (0, 2, 0, 0))))
+        n, c, h, w = s.shape
+        u = self.unflat(s.flatten(2).reshape(n, c, h, w) * 2)
+        p = self.pooled(u)
+        return self.whole(p.mean(dim=(2, 3), keepdim=True))
+
+
+def test_sums_flattens_global_means_and_adaptive_pooling_match_the_gradient_support():
+    resnet = load_model("resnet18", weights="random", device="cpu")
+    torch.manual_seed(0)
+    model = HookedModel(_Branches().double(), resnet.spec, resnet.weights, torch.device("cpu"))
+    shape = (24, 20)
+    # the sum: rows -1..2 from both branches; columns -2..1 from the left one and 0..3 from the right one
+    assert field(model, "sum", shape).box(0, 0) == (-1, -2, 2, 3)
+    assert field(model, "pooled", shape).size == (3 + 3, 5 + 3) and field(model, "pooled", shape).stride == (4, 4)
+    whole = field(model, "whole", shape)
+    assert whole.support(0, 0) == (0, 0) + shape
+    for layer, units in (("sum", [(0, 0), (12, 9), (23, 19)]), ("unflat", [(5, 7), (23, 0)]),
+                         ("pooled", [(0, 0), (3, 2), (5, 4)]), ("whole", [(0, 0)])):
+        rf = field(model, layer, shape)
+        for y, x in units:
+            assert rf.support(y, x) == _support(model, layer, shape, y, x), (layer, y, x)
+
+
+class _Wrong(nn.Module):
+    """Operations whose field no grid describes: ``kind`` picks one."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.out = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.kind == "reflect":
+            x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+        elif self.kind == "replicate":
+            x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        elif self.kind == "adaptive":
+            x = F.adaptive_avg_pool2d(x, 3)
+        elif self.kind == "transposed":
+            x = x + x.transpose(2, 3)
+        elif self.kind == "context":
+            x = x.mean(dim=(2, 3), keepdim=True).expand(-1, -1, 8, 8)
+        return self.out(x)
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("reflect", "reflection or replication pad"), ("replicate", "reflection or replication pad"),
+    ("adaptive", "adaptive pooling from 8 to 3"), ("transposed", "differently laid out maps"),
+    ("context", "context without positions"),
+])
+def test_operations_no_grid_describes_are_a_clear_error(kind, says):
+    """A reflection pad once gave a field with right < left: its border copies units from inside the map."""
+    resnet = load_model("resnet18", weights="random", device="cpu")
+    model = HookedModel(_Wrong(kind), resnet.spec, resnet.weights, torch.device("cpu"))
+    with pytest.raises(CnnvizError, match=f"field of out in .*{says}"):
+        field(model, "out", (8, 8))
+    assert field(model, "conv", (8, 8)).size == (3, 3)
+
+
+def test_span_rules_by_hand():
+    span = Span(start=-1, stride=2, size=5, seen_from=0, seen_to=20)
+    assert span.whole(4) == Span(-1, 8, 5 + 3 * 2, 0, 20)
+    assert span.then(3, stride=2, padding=1, dilation=2) == Span(-1 - 2, 4, 5 + 2 * 2 * 2, 0, 20)
+    assert span.shifted(3) == Span(-7, 2, 5, 0, 20) and span.shifted(-1) == Span(1, 2, 5, 0, 20)
+    assert span.covering(9) == Span(-1, 2, 5, 0, 20) and span.covering(4) == Span(-1, 2, 5, 0, -1 + 3 * 2 + 5)
+    assert span.union(Span(2, 2, 3, 3, 21)) == Span(-1, 2, 6, 0, 21)
+    assert span.union(Span(-1, 1, 5, 0, 20)) is None  # different strides

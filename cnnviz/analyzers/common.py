@@ -67,17 +67,20 @@ def save_arrays(path: str | Path, arrays: dict[str, np.ndarray], record: Record 
     return target
 
 
-def noise(shape: tuple[int, ...], seed: int, device: torch.device) -> Tensor:
-    """Seeded uniform noise around mid-grey (the usual start of inversion and texture synthesis)."""
+NOISE = 0.2  # the noise start's half-width: uniform in [0.5 − NOISE, 0.5 + NOISE]
+
+
+def noise(shape: tuple[int, ...], seed: int, device: torch.device, amplitude: float = NOISE) -> Tensor:
+    """Seeded uniform noise around mid-grey, ±``amplitude`` (the usual start of inversion and texture synthesis)."""
     generator = torch.Generator().manual_seed(seed)
-    return (0.5 + 0.2 * (torch.rand(shape, generator=generator) - 0.5) * 2).to(device)
+    return (0.5 + amplitude * (torch.rand(shape, generator=generator) - 0.5) * 2).to(device)
 
 
-def initial_image(kind: str, reference: Tensor, model: HookedModel, seed: int) -> Tensor:
-    """The starting image shaped like ``reference``: ``noise``, ``content`` (the reference itself),
-    ``zeros`` (the model's zero input, i.e. the dataset mean), or a path to an image file."""
+def initial_image(kind: str, reference: Tensor, model: HookedModel, seed: int, amplitude: float = NOISE) -> Tensor:
+    """The starting image shaped like ``reference``: ``noise`` (±``amplitude``), ``content`` (the reference
+    itself), ``zeros`` (the model's zero input, i.e. the dataset mean), or a path to an image file."""
     if kind == "noise":
-        return noise(tuple(reference.shape), seed, reference.device)
+        return noise(tuple(reference.shape), seed, reference.device, amplitude)
     if kind == "content":
         return reference.clone()
     if kind == "zeros":

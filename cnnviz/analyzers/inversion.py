@@ -16,6 +16,11 @@ from cnnviz.optim.settings import Settings, Step, state_images
 from cnnviz.optvis.regularizers import alpha_norm, tv_loss
 
 DEFAULT_TV_WEIGHT = 0.5
+START_NOISE = 0.1
+"""Half-width of the noise an inversion starts from, half that of texture synthesis: the start's pixel noise is
+what an inversion's first evaluations spend removing (a ±0.1 start's TV term is a quarter of a ±0.2 one's), so
+more of the budget goes to matching the features; a seed still gives its own reconstruction
+(benchmarks/INVERSION.md)."""
 
 
 def relative_error(model: HookedModel, image: Tensor, reference: Tensor, layer: str) -> float:
@@ -62,7 +67,7 @@ def invert(
             alpha_term(model, alpha_weight, alpha),
         ])
 
-    start = initial_image(init, reference, model, settings.seed)
+    start = initial_image(init, reference, model, settings.seed, START_NOISE)
     result = optimize(problem, start, settings, callback)
     params = {
         "image": source_name(image), "size": size, "tv_weight": tv_weight,

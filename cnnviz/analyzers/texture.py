@@ -22,6 +22,7 @@ PAPER_TEXTURE_SETS: dict[str, tuple[str, ...]] = {
     "pool4": ("relu1_1", "pool1", "pool2", "pool3", "pool4"),
 }
 DEFAULT_LAYERS = PAPER_TEXTURE_SETS["pool4"]
+DEFAULT_ITERS = 300
 
 
 def texture(
@@ -38,7 +39,7 @@ def texture(
 ) -> Output:
     """Synthesize a texture of ``image`` with long side ``size`` (the source image is read at ``image_size``,
     default ``size``); ``init`` is noise, zeros, content (the source itself) or an image file."""
-    settings = settings or Settings()
+    settings = settings or Settings(iters=DEFAULT_ITERS)
     model = model.for_optimization()
     check_size(size)
     layers = [model.table.get(name).name for name in layers]

@@ -27,6 +27,7 @@ CONTENT_LAYERS = ("relu4_2",)
 # Gatys et al. 2016: style at conv1_1 ... conv5_1 (after their in-place ReLUs).
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 DEFAULT_STYLE_WEIGHT = 1.0
+DEFAULT_ITERS = 300
 PRESERVE = ("luminance", "histogram")
 
 
@@ -86,7 +87,7 @@ def transfer(
 ) -> Output:
     """Render the content ``image`` in the style of ``styles`` (blended by ``style_blend``); returns
     image + record. ``init``: content, noise, style (the first style image) or an image file."""
-    settings = settings or Settings()
+    settings = settings or Settings(iters=DEFAULT_ITERS)
     model = model.for_optimization()
     check_size(size)
     check_size(style_size, "--style-size")

@@ -7,7 +7,7 @@ by running the network on the meta device (shapes only: no arithmetic, no memory
 mode that sees every aten operation and composes the grids:
 
 - convolutions and poolings: kernel, stride, padding and dilation (depthwise ones alike);
-- explicit pads (TensorFlow "same" padding, which depends on the input size and puts the odd pixel
+- explicit zero pads (TensorFlow "same" padding, which depends on the input size and puts the odd pixel
   after): they shift ``start``, which is why a field belongs to one input size;
 - element-wise operations, normalisations, residual sums and concatenations: the union of their
   inputs' fields; reshapes, permutes and linear layers over channels (ShuffleNet's channel shuffle,
@@ -21,7 +21,7 @@ included, and needs no gradients; the tests check it against the support of a gr
 a 1x1 map broadcast over every position (squeeze-excitation's channel weights) is context without a
 position and is not counted, or every unit after it would see the whole image. Operations that mix
 positions by other rules (upsampling, transposed convolutions, attention) leave the field unknown: a
-clear error.
+clear error, as do reflection and replication pads (their borders repeat units from inside the map).
 """
 
 from __future__ import annotations
@@ -147,8 +147,14 @@ def _avg_pool(field: Field, a: dict, _units: tuple[int, int]) -> Field:
 
 def _pad(field: Field, a: dict, _units: tuple[int, int]) -> Field:
     """Padding (left, right, top, bottom) moves the grid's first unit to the left and up."""
-    left, _right, top, _bottom = [*(a["pad"] if "pad" in a else a["padding"]), 0, 0, 0, 0][:4]
+    left, _right, top, _bottom = [*a["pad"], 0, 0, 0, 0][:4]
     return Field(field.y.shifted(top), field.x.shifted(left))
+
+
+def _repeating_pad(field: Field, a: dict, _units: tuple[int, int]) -> _Unknown:
+    """A reflection or replication pad fills its border with copies of units inside the map, so a unit near
+    the edge sees those units' pixels, not the grid's next ones: no grid describes it."""
+    return _Unknown("a reflection or replication pad (its border repeats units from inside the map)")
 
 
 def _adaptive(field: Field, a: dict, units: tuple[int, int]) -> Field | _Unknown:
@@ -169,8 +175,8 @@ _RULES = {
     aten.max_pool2d.default: _max_pool,
     aten.avg_pool2d.default: _avg_pool,
     aten.constant_pad_nd.default: _pad,
-    aten.reflection_pad2d.default: _pad,
-    aten.replication_pad2d.default: _pad,
+    aten.reflection_pad2d.default: _repeating_pad,
+    aten.replication_pad2d.default: _repeating_pad,
     aten._adaptive_avg_pool2d.default: _adaptive,
     aten.adaptive_max_pool2d.default: _adaptive,
 }

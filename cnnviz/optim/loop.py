@@ -39,7 +39,7 @@ from cnnviz.optim.evaluation import LossFunction, evaluation
 from cnnviz.optim.lbfgs import HISTORY, LBFGS
 from cnnviz.optim.parameterization import Parameterization, Pixels
 from cnnviz.optim.readout import READ_EVERY, Reading, Readout
-from cnnviz.optim.settings import Result, Settings, Step
+from cnnviz.optim.settings import MIN_SCALE, Result, Settings, Step
 
 LBFGS_CHUNK = 10  # L-BFGS iterations per ``step`` call, between checks of the stop flag and the regularizers
 NONFINITE_LIMIT = 10  # the backtracking search's non-finite trials in a row that stop a run (its step has shrunk 10¹⁰×)
@@ -65,9 +65,10 @@ def _stop_on_signals(flag: threading.Event):
             signal.signal(sig, handler)
 
 
-def _sizes(final: tuple[int, int], scales: Sequence[int]) -> list[tuple[int, int]]:
-    sizes = [fit_size(final, s) for s in sorted(scales) if s < max(final)]
-    return [*sizes, final]
+def _sizes(final: tuple[int, int], scales: Sequence[float]) -> list[tuple[int, int]]:
+    """The sizes to run, coarse to fine: each scale below the final long side (a fraction of it, or pixels)."""
+    sides = sorted({round(s * max(final)) if s < 1 else int(s) for s in scales})
+    return [*(fit_size(final, side) for side in sides if MIN_SCALE <= side < max(final)), final]
 
 
 def make_optimizer(settings: Settings, leaves: list[Tensor]) -> torch.optim.Optimizer:

@@ -16,6 +16,7 @@ from cnnviz.optim.readout import READ_EVERY
 
 OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}
+MIN_SCALE = 16  # the smallest coarse-to-fine size, in pixels
 LINE_SEARCH_NAMES = {"none" if search is None else search.replace("_", "-"): search for search in LINE_SEARCHES}
 """``--line-search`` values and the ``Settings.line_search`` each stands for."""
 
@@ -47,6 +48,9 @@ def compose(transforms: Sequence[Transform], image: Tensor, generator: torch.Gen
 class Settings:
     """How to optimise: optimizer, iterations (per scale), learning rate, scales, per-step regularizers.
 
+    ``scales``: the coarse-to-fine sizes run before the final one, each a long side in pixels (at least 16)
+    or a fraction (0 < s < 1) of the final long side; a fraction that comes to under 16 px is left out.
+
     ``line_search``: L-BFGS's: ``strong_wolfe`` (decided on the host, which reads every loss),
     ``backtracking`` (decided on the device: one evaluation per iteration, nothing read back) or None (a
     capped step of ``lr`` per iteration); see ``cnnviz.optim.lbfgs``.
@@ -56,7 +60,7 @@ class Settings:
     optimizer: str = "lbfgs"
     iters: int = 200
     lr: float | None = None
-    scales: Sequence[int] = ()
+    scales: Sequence[float] = ()
     seed: int = 0
     transforms: Sequence[Transform] = ()
     regularizers: Sequence[Regularizer] = ()
@@ -72,8 +76,9 @@ class Settings:
             raise CnnvizError(f"unknown --line-search '{self.line_search}' (choices: {', '.join(LINE_SEARCH_NAMES)})")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise CnnvizError(f"--lr must be a positive number, got {self.lr}")
-        if any(s < 16 for s in self.scales):
-            raise CnnvizError(f"every scale must be at least 16 px, got {list(self.scales)}")
+        if not all(0 < s < 1 or (math.isfinite(s) and s >= MIN_SCALE and s == int(s)) for s in self.scales):
+            raise CnnvizError(f"every --scales value must be a whole number of pixels (at least {MIN_SCALE}) or a "
+                              f"fraction of --size between 0 and 1, got {','.join(f'{s:g}' for s in self.scales)}")
         if self.optimizer == "lbfgs" and (self.transforms or self.regularizers):
             raise CnnvizError(
                 "random transforms (jitter), blur, clip and decay change the objective between steps, which L-BFGS "
