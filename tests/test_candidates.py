@@ -40,6 +40,25 @@ def test_same_spot_compares_centres_with_half_the_smaller_box_on_both_axes():
     assert not same_spot((0.0, 0.0, 0.4, 0.4), (0.28, 0.28, 0.32, 0.32))  # 0.1 apart, the small box's half is 0.02
 
 
+def test_same_spot_reads_each_axis_from_its_own_sides_on_boxes_of_unequal_height_and_width():
+    """Boxes 0.25 high and 0.75 or 0.5 wide (dyadic, so every comparison is exact): rows are decided by the
+    heights, columns by the widths, and a centre exactly half the smaller box away is not the same spot."""
+    a = (0.0, 0.0, 0.25, 0.75)  # centre (0.125, 0.375)
+    assert same_spot(a, (0.0625, 0.125, 0.3125, 0.625))  # centres (0.0625, 0) apart; halves (0.125, 0.25)
+    assert same_spot((0.0625, 0.125, 0.3125, 0.625), a)
+    assert same_spot(a, (0.09375, 0.0, 0.34375, 0.75))  # rows 0.09375 apart: under half the height (0.125)
+    assert not same_spot(a, (0.125, 0.0, 0.375, 0.75))  # rows exactly 0.125 apart
+    assert not same_spot(a, (0.15625, 0.0, 0.40625, 0.75))  # rows 0.15625 apart
+    assert same_spot(a, (0.0, 0.25, 0.25, 0.75))  # columns 0.125 apart: under half the smaller width (0.25)
+    assert not same_spot(a, (0.0, 0.375, 0.25, 0.875))  # columns exactly 0.25 apart
+
+
+def test_same_spot_takes_half_the_smaller_box_whichever_comes_first():
+    small, large = (0.25, 0.25, 0.375, 0.375), (0.0, 0.0, 0.75, 0.75)  # centres 0.0625 apart on both axes
+    assert not same_spot(small, large) and not same_spot(large, small)  # the small box's half: exactly 0.0625
+    assert same_spot(small, (0.25, 0.25, 0.4375, 0.4375)) and same_spot((0.25, 0.25, 0.4375, 0.4375), small)
+
+
 def test_the_nms_radius_is_half_a_field_in_units_and_at_least_one():
     def rf(size: int, stride: int) -> Field:
         span = Span(0, stride, size, 0, 100)
