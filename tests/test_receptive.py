@@ -141,8 +141,9 @@ def test_every_window_rule_matches_the_gradient_support():
 
 
 class _Branches(nn.Module):
-    """Two branches of different fields summed (their union), a flatten and its undoing (the grid merged into
-    one dim and split back), a global mean kept as a 1x1 map (the whole grid) and adaptive pooling by 2."""
+    """Two branches of different fields summed (their union; one padded by a two-value pad), a flatten and its
+    undoing (the grid merged into one dim and split back), adaptive pooling by 4 and to the same size, an
+    average pool whose windows overlap, and a global mean kept as a 1x1 map (the whole grid)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -151,13 +152,15 @@ class _Branches(nn.Module):
         self.sum = nn.Identity()
         self.unflat = nn.Identity()
         self.pooled = nn.AdaptiveAvgPool2d((6, 5))
+        self.same = nn.AdaptiveMaxPool2d((6, 5))
+        self.overlap = nn.AvgPool2d(3, stride=2, padding=1)
         self.whole = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.sum(self.left(F.pad(x, (2, 0, 0, 0))) + self.right(F.pad(x, (0, 2, 0, 0))))
+        s = self.sum(self.left(F.pad(x, (2, 0))) + self.right(F.pad(x, (0, 2, 0, 0))))
         n, c, h, w = s.shape
         u = self.unflat(s.flatten(2).reshape(n, c, h, w) * 2)
-        p = self.pooled(u)
+        p = self.overlap(self.same(self.pooled(u)))
         return self.whole(p.mean(dim=(2, 3), keepdim=True))
 
 
@@ -172,7 +175,8 @@ def test_sums_flattens_global_means_and_adaptive_pooling_match_the_gradient_supp
     whole = field(model, "whole", shape)
     assert whole.support(0, 0) == (0, 0) + shape
     for layer, units in (("sum", [(0, 0), (12, 9), (23, 19)]), ("unflat", [(5, 7), (23, 0)]),
-                         ("pooled", [(0, 0), (3, 2), (5, 4)]), ("whole", [(0, 0)])):
+                         ("pooled", [(0, 0), (3, 2), (5, 4)]), ("same", [(3, 2)]), ("overlap", [(0, 0), (2, 1)]),
+                         ("whole", [(0, 0)])):
         rf = field(model, layer, shape)
         for y, x in units:
             assert rf.support(y, x) == _support(model, layer, shape, y, x), (layer, y, x)
@@ -199,13 +203,19 @@ class _Wrong(nn.Module):
             x = x + x.transpose(2, 3)
         elif self.kind == "context":
             x = x.mean(dim=(2, 3), keepdim=True).expand(-1, -1, 8, 8)
+        elif self.kind == "positions":
+            x = (x.flatten(2) @ torch.ones(64, 64)).view(x.shape)
+        elif self.kind == "attention":
+            q = x.flatten(2)
+            x = torch.bmm(q.transpose(1, 2), q).view(1, 64, 8, 8)
         return self.out(x)
 
 
 @pytest.mark.parametrize("kind, says", [
     ("reflect", "reflection or replication pad"), ("replicate", "reflection or replication pad"),
     ("adaptive", "adaptive pooling from 8 to 3"), ("transposed", "differently laid out maps"),
-    ("context", "context without positions"),
+    ("context", "context without positions"), ("positions", "over the positions of a map"),
+    ("attention", "of two maps"),
 ])
 def test_operations_no_grid_describes_are_a_clear_error(kind, says):
     """A reflection pad once gave a field with right < left: its border copies units from inside the map."""

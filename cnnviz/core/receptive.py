@@ -146,9 +146,9 @@ def _avg_pool(field: Field, a: dict, _units: tuple[int, int]) -> Field:
 
 
 def _pad(field: Field, a: dict, _units: tuple[int, int]) -> Field:
-    """Padding (left, right, top, bottom) moves the grid's first unit to the left and up."""
-    left, _right, top, _bottom = [*a["pad"], 0, 0, 0, 0][:4]
-    return Field(field.y.shifted(top), field.x.shifted(left))
+    """Padding (left, right[, top, bottom]) moves the grid's first unit to the left and up."""
+    pad = a["pad"]
+    return Field(field.y.shifted(pad[2] if len(pad) > 2 else 0), field.x.shifted(pad[0]))
 
 
 def _repeating_pad(field: Field, a: dict, _units: tuple[int, int]) -> _Unknown:
