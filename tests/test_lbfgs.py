@@ -397,10 +397,13 @@ def test_a_pair_at_or_below_the_curvature_threshold_leaves_gamma_and_the_memory_
     assert memory.gamma.item() == 0.25 and memory.masked.tolist().count(0.0) == 1
 
 
-def test_the_first_step_is_lr_times_at_most_one_over_the_gradient_norm():
+@pytest.mark.parametrize("line_search", [None, "backtracking"])
+def test_the_first_step_is_lr_times_at_most_one_over_the_gradient_norm(line_search):
+    """Without a search the step is taken; under the backtracking search it is the first trial, which the
+    quadratic accepts (its loss falls)."""
     for start, lr in ((torch.tensor([0.1, -0.2]), 0.5), (torch.full((5,), 0.3), 0.25)):  # steps under the 0.1 cap
         x = start.clone().requires_grad_(True)
-        optimizer = LBFGS([x], lr=lr, max_iter=1, line_search=None)
+        optimizer = LBFGS([x], lr=lr, max_iter=1, line_search=line_search)
 
         def closure(x=x, optimizer=optimizer):
             optimizer.zero_grad()

@@ -5,6 +5,7 @@ a linearised float64 copy of the network."""
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -141,9 +142,11 @@ def test_every_window_rule_matches_the_gradient_support():
 
 
 class _Branches(nn.Module):
-    """Two branches of different fields summed (their union; one padded by a two-value pad), a flatten and its
-    undoing (the grid merged into one dim and split back), adaptive pooling by 4 and to the same size, an
-    average pool whose windows overlap, and a global mean kept as a 1x1 map (the whole grid)."""
+    """Two branches of different fields summed (their union; one padded by a two-value pad), a flatten with an
+    element-wise step on the flat map and its undoing (the grid merged into one dim and split back), a new leading
+    dim and its removal (the grid's dims moved), a convolution with a different stride, padding and dilation per
+    axis, adaptive pooling by 4 and to the same size, an average pool whose windows overlap, and a global mean kept
+    as a 1x1 map (the whole grid) and scaled."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -151,6 +154,7 @@ class _Branches(nn.Module):
         self.right = nn.Conv2d(3, 4, 3, padding=(1, 0))
         self.sum = nn.Identity()
         self.unflat = nn.Identity()
+        self.wide = nn.Conv2d(4, 4, (3, 2), stride=(1, 2), padding=(2, 1), dilation=(2, 3))
         self.pooled = nn.AdaptiveAvgPool2d((6, 5))
         self.same = nn.AdaptiveMaxPool2d((6, 5))
         self.overlap = nn.AvgPool2d(3, stride=2, padding=1)
@@ -159,9 +163,9 @@ class _Branches(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.sum(self.left(F.pad(x, (2, 0))) + self.right(F.pad(x, (0, 2, 0, 0))))
         n, c, h, w = s.shape
-        u = self.unflat(s.flatten(2).reshape(n, c, h, w) * 2)
-        p = self.overlap(self.same(self.pooled(u)))
-        return self.whole(p.mean(dim=(2, 3), keepdim=True))
+        u = self.unflat((s.flatten(2) * 2).reshape(n, c, h, w).unsqueeze(1).squeeze(1))
+        p = self.overlap(self.same(self.pooled(self.wide(u))))
+        return self.whole(p.mean(dim=(2, 3), keepdim=True) * 2)
 
 
 def test_sums_flattens_global_means_and_adaptive_pooling_match_the_gradient_support():
@@ -171,11 +175,11 @@ def test_sums_flattens_global_means_and_adaptive_pooling_match_the_gradient_supp
     shape = (24, 20)
     # the sum: rows -1..2 from both branches; columns -2..1 from the left one and 0..3 from the right one
     assert field(model, "sum", shape).box(0, 0) == (-1, -2, 2, 3)
-    assert field(model, "pooled", shape).size == (3 + 3, 5 + 3) and field(model, "pooled", shape).stride == (4, 4)
+    assert field(model, "wide", shape).size == (3 + 2 * 2, 5 + 3 * 1) and field(model, "wide", shape).stride == (1, 2)
     whole = field(model, "whole", shape)
     assert whole.support(0, 0) == (0, 0) + shape
     for layer, units in (("sum", [(0, 0), (12, 9), (23, 19)]), ("unflat", [(5, 7), (23, 0)]),
-                         ("pooled", [(0, 0), (3, 2), (5, 4)]), ("same", [(3, 2)]), ("overlap", [(0, 0), (2, 1)]),
+                         ("wide", [(0, 0), (11, 4), (23, 9)]), ("pooled", [(0, 0), (3, 2), (5, 4)]), ("same", [(3, 2)]), ("overlap", [(0, 0), (2, 1)]),
                          ("whole", [(0, 0)])):
         rf = field(model, layer, shape)
         for y, x in units:
@@ -189,11 +193,23 @@ class _Wrong(nn.Module):
         super().__init__()
         self.kind = kind
         self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.up = nn.ConvTranspose2d(4, 4, 2, stride=2)
+        self.across = nn.Conv2d(8, 4, 1)
         self.out = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
-        if self.kind == "reflect":
+        if self.kind == "upsampled":
+            x = self.up(x)
+        elif self.kind == "channels-last":
+            x = x.permute(0, 2, 3, 1)
+        elif self.kind == "across-rows":
+            x = self.across(x.transpose(1, 2))
+        elif self.kind == "reshuffled":
+            x = x.reshape(1, 4, 4, 16)
+        elif self.kind == "made-anew":
+            x = torch.zeros(1, 4, 8, 8)
+        elif self.kind == "reflect":
             x = F.pad(x, (2, 2, 2, 2), mode="reflect")
         elif self.kind == "replicate":
             x = F.pad(x, (1, 1, 1, 1), mode="replicate")
@@ -215,13 +231,15 @@ class _Wrong(nn.Module):
     ("reflect", "reflection or replication pad"), ("replicate", "reflection or replication pad"),
     ("adaptive", "adaptive pooling from 8 to 3"), ("transposed", "differently laid out maps"),
     ("context", "context without positions"), ("positions", "over the positions of a map"),
-    ("attention", "of two maps"),
+    ("attention", "of two maps"), ("upsampled", "a transposed convolution"),
+    ("channels-last", "a layout other than (N, C, H, W)"), ("across-rows", "on a map not laid out as (N, C, H, W)"),
+    ("reshuffled", "which moves the map's positions"), ("made-anew", "an operation that does not keep a spatial map"),
 ])
 def test_operations_no_grid_describes_are_a_clear_error(kind, says):
     """A reflection pad once gave a field with right < left: its border copies units from inside the map."""
     resnet = load_model("resnet18", weights="random", device="cpu")
     model = HookedModel(_Wrong(kind), resnet.spec, resnet.weights, torch.device("cpu"))
-    with pytest.raises(CnnvizError, match=f"field of out in .*{says}"):
+    with pytest.raises(CnnvizError, match=f"field of out in .*{re.escape(says)}"):
         field(model, "out", (8, 8))
     assert field(model, "conv", (8, 8)).size == (3, 3)
 
