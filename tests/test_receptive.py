@@ -145,8 +145,9 @@ class _Branches(nn.Module):
     """Two branches of different fields summed (their union; one padded by a two-value pad), a flatten with an
     element-wise step on the flat map and its undoing (the grid merged into one dim and split back), a new leading
     dim and its removal (the grid's dims moved), a convolution with a different stride, padding and dilation per
-    axis, adaptive pooling by 4 and to the same size, an average pool whose windows overlap, and a global mean kept
-    as a 1x1 map (the whole grid) and scaled."""
+    axis, adaptive pooling by 3 and 2 and to the same size, an average pool whose windows overlap, and a global mean
+    kept as a 1x1 map (the whole grid) and scaled; a global mean also weighs a map as context (squeeze-excitation's
+    channel weights, detached so that the gradient, like the rule, leaves it out)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -155,15 +156,16 @@ class _Branches(nn.Module):
         self.sum = nn.Identity()
         self.unflat = nn.Identity()
         self.wide = nn.Conv2d(4, 4, (3, 2), stride=(1, 2), padding=(2, 1), dilation=(2, 3))
-        self.pooled = nn.AdaptiveAvgPool2d((6, 5))
-        self.same = nn.AdaptiveMaxPool2d((6, 5))
+        self.pooled = nn.AdaptiveAvgPool2d((8, 5))
+        self.same = nn.AdaptiveMaxPool2d((8, 5))
         self.overlap = nn.AvgPool2d(3, stride=2, padding=1)
         self.whole = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.sum(self.left(F.pad(x, (2, 0))) + self.right(F.pad(x, (0, 2, 0, 0))))
         n, c, h, w = s.shape
-        u = self.unflat((s.flatten(2) * 2).reshape(n, c, h, w).unsqueeze(1).squeeze(1))
+        u = (s.flatten(2) * 2).reshape(n, c, h, w).unsqueeze(1).squeeze(1)
+        u = self.unflat(u.mean(dim=(2, 3), keepdim=True).detach() * u)  # context first: no position of its own
         p = self.overlap(self.same(self.pooled(self.wide(u))))
         return self.whole(p.mean(dim=(2, 3), keepdim=True) * 2)
 
@@ -176,11 +178,12 @@ def test_sums_flattens_global_means_and_adaptive_pooling_match_the_gradient_supp
     # the sum: rows -1..2 from both branches; columns -2..1 from the left one and 0..3 from the right one
     assert field(model, "sum", shape).box(0, 0) == (-1, -2, 2, 3)
     assert field(model, "wide", shape).size == (3 + 2 * 2, 5 + 3 * 1) and field(model, "wide", shape).stride == (1, 2)
-    whole = field(model, "whole", shape)
+    whole, overlap = field(model, "whole", shape), field(model, "overlap", shape)  # overlap: a 4x3 map
     assert whole.support(0, 0) == (0, 0) + shape
+    assert whole.size == (overlap.y.size + 3 * overlap.y.stride, overlap.x.size + 2 * overlap.x.stride)
     for layer, units in (("sum", [(0, 0), (12, 9), (23, 19)]), ("unflat", [(5, 7), (23, 0)]),
-                         ("wide", [(0, 0), (11, 4), (23, 9)]), ("pooled", [(0, 0), (3, 2), (5, 4)]), ("same", [(3, 2)]),
-                         ("overlap", [(0, 0), (2, 1)]),
+                         ("wide", [(0, 0), (11, 4), (23, 9)]), ("pooled", [(0, 0), (3, 2), (7, 4)]), ("same", [(3, 2)]),
+                         ("overlap", [(0, 0), (2, 1), (3, 2)]),
                          ("whole", [(0, 0)])):
         rf = field(model, layer, shape)
         for y, x in units:
@@ -243,6 +246,31 @@ def test_operations_no_grid_describes_are_a_clear_error(kind, says):
     with pytest.raises(CnnvizError, match=f"field of out in .*{re.escape(says)}"):
         field(model, "out", (8, 8))
     assert field(model, "conv", (8, 8)).size == (3, 3)
+
+
+class _Cropped(nn.Module):
+    """A negative pad crops the map: its units never see the pixels before the crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (-3, 0, -2, 1)))
+
+
+def test_a_cropped_map_does_not_see_what_was_cropped():
+    resnet = load_model("resnet18", weights="random", device="cpu")
+    model = HookedModel(_Cropped().double(), resnet.spec, resnet.weights, torch.device("cpu"))
+    rf = field(model, "conv", (12, 14))
+    assert (rf.y.seen_from, rf.x.seen_from) == (2, 3) and rf.box(0, 0) == (1, 2, 4, 5)
+    for y, x in [(0, 0), (5, 6), (10, 10)]:
+        assert rf.support(y, x) == _support(model, "conv", (12, 14), y, x), (y, x)
+
+
+def test_an_input_too_small_to_reach_the_layer_is_named(vgg):
+    with pytest.raises(CnnvizError, match="a 20x12 input is too small to reach relu5_3 in vgg16"):
+        field(vgg, "relu5_3", (20, 12))
 
 
 def test_span_rules_by_hand():

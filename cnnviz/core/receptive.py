@@ -58,7 +58,7 @@ class Span:
     seen_from: int
     seen_to: int
 
-    def then(self, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> Span:
+    def then(self, kernel: int, stride: int, padding: int = 0, dilation: int = 1) -> Span:
         """The grid after a sliding window (convolution or pooling) over this one."""
         return replace(self, start=self.start - padding * self.stride, stride=self.stride * stride,
                        size=self.size + (kernel - 1) * dilation * self.stride)
