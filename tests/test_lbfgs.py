@@ -435,3 +435,20 @@ def test_several_parameter_tensors_are_optimised_as_one_vector():
 def test_two_parameter_groups_are_refused():
     with pytest.raises(ValueError, match="^LBFGS takes one group of parameters$"):
         LBFGS([{"params": [torch.zeros(1, requires_grad=True)]}, {"params": [torch.zeros(1, requires_grad=True)]}])
+
+
+def test_a_step_runs_twenty_iterations_by_default_as_torchs_does():
+    x = torch.tensor([3.0, -2.0], requires_grad=True)
+    optimizer = LBFGS([x], line_search=None)
+    evaluations = []
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (x - 1).pow(4).sum()  # far from converged after 20 capped steps
+        loss.backward()
+        evaluations.append(1)
+        return loss
+
+    optimizer.step(closure)
+    assert len(evaluations) == 1 + 20 and optimizer.iterations == 20
+    assert torch.optim.LBFGS([x]).defaults["max_iter"] == 20

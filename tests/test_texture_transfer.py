@@ -10,6 +10,8 @@ from cnnviz.analyzers.transfer import transfer
 from cnnviz.core.images import load_image
 from cnnviz.errors import CnnvizError
 from cnnviz.losses import (
+    Loss,
+    Term,
     content_loss,
     content_term,
     feature_loss,
@@ -20,6 +22,7 @@ from cnnviz.losses import (
     style_term,
 )
 from cnnviz.optim.settings import Settings
+from cnnviz.optvis.regularizers import tv_loss
 
 from conftest import run_cli
 
@@ -184,3 +187,22 @@ def test_the_style_layer_loss_divides_by_4_n_squared_per_image():
     assert term.name == "style" and term.layers == ("relu1_1",)
     with pytest.raises(CnnvizError, match="^1 style layers but 2 layer weights$"):
         style_term(1.0, {"relu1_1": torch.eye(3)}, [0.5, 0.5])
+
+
+def test_a_loss_names_its_image_only_terms_and_runs_no_network_for_them(vgg):
+    """The engine's ``penalties`` are the terms with no layer (TV, L2, α); a loss made of them alone needs no
+    forward pass, so none is run."""
+    image = torch.rand(1, 3, 32, 32)
+    target = reference_activations(vgg, image, ["relu1_1"])["relu1_1"]
+    terms = [Term("feature", 1.0, ("relu1_1",), lambda acts, x: feature_loss(acts["relu1_1"], target)),
+             Term("tv", 0.5, (), lambda acts, x: tv_loss(x, 2.0))]
+    assert Loss(vgg, terms).penalties == ["tv"]
+    calls = []
+    handle = vgg.net.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        values = Loss(vgg, terms[1:])(image)
+        assert calls == [] and set(values) == {"tv"}
+        Loss(vgg, terms)(image)
+        assert calls == [1]
+    finally:
+        handle.remove()
