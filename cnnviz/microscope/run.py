@@ -176,7 +176,7 @@ def _scan(plan: Plan, runner, resume: bool) -> tuple[int, list[tuple[str, str]]]
             if stored is None:
                 yield shard
             else:
-                skipped.extend(stored.skipped)
+                skipped.extend(stored)
                 done += len(shard.paths)
                 plan.tell("scan", done, None)
 
@@ -188,15 +188,16 @@ def _scan(plan: Plan, runner, resume: bool) -> tuple[int, list[tuple[str, str]]]
     return count, sorted(skipped)
 
 
-def _stored(out: Path, shard: Shard) -> ShardScan | None:
+def _stored(out: Path, shard: Shard) -> list[tuple[str, str]] | None:
+    """The images a stored scan of ``shard`` skipped, or None where no readable scan of the same paths is stored."""
     path = store.shard_file(out, shard.index)
     if not path.is_file():
         return None
     try:
-        stored = ShardScan.from_bytes(path.read_bytes())
+        stored, skipped = ShardScan.header(path)
     except (OSError, ValueError, KeyError):
         return None
-    return stored if stored.shard.key == shard.key else None
+    return skipped if stored.key == shard.key else None
 
 
 def _visualize(plan: Plan, runner, chosen: dict[str, list[int]], resume: bool) -> None:
@@ -265,7 +266,7 @@ def _paths(out: Path, ids: list[int]) -> dict[int, str]:
     """The paths of set-wide image ids, read from the shard files (a shard holds ``SHARD`` consecutive ids)."""
     paths: dict[int, str] = {}
     for index in sorted({i // SHARD for i in ids}):
-        shard = ShardScan.from_bytes(store.shard_file(out, index).read_bytes()).shard
+        shard, _ = ShardScan.header(store.shard_file(out, index))
         paths |= {i: shard.paths[i - shard.first] for i in ids if i // SHARD == index}
     return paths
 

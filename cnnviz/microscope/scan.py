@@ -15,6 +15,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -82,6 +83,13 @@ class ShardScan:
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
+    @staticmethod
+    def header(source: bytes | Path) -> tuple[Shard, list[tuple[str, str]]]:
+        """The shard a scan covers and the images it skipped, from its metadata alone (a .npz member is read
+        only when asked for, so a file's arrays stay unread)."""
+        with np.load(io.BytesIO(source) if isinstance(source, bytes) else source) as arrays:
+            return _header(json.loads(str(arrays["meta"])))
+
     @classmethod
     def from_bytes(cls, data: bytes) -> ShardScan:
         with np.load(io.BytesIO(data)) as arrays:
@@ -93,8 +101,12 @@ class ShardScan:
                 pool.values, pool.where = values, torch.from_numpy(arrays[f"{i}_where"])
                 layers[name] = LayerScan(pool, torch.from_numpy(arrays[f"{i}_total"]), arrays[f"{i}_ids"].tolist(),
                                          torch.from_numpy(arrays[f"{i}_maxima"]), meta["counts"][i])
-        shard = Shard(meta["index"], meta["first"], tuple(meta["paths"]))
-        return cls(shard, layers, [tuple(s) for s in meta["skipped"]])
+        shard, skipped = _header(meta)
+        return cls(shard, layers, skipped)
+
+
+def _header(meta: dict) -> tuple[Shard, list[tuple[str, str]]]:
+    return Shard(meta["index"], meta["first"], tuple(meta["paths"])), [tuple(s) for s in meta["skipped"]]
 
 
 def read(path: str, device: torch.device) -> Tensor:
